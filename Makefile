@@ -1,0 +1,30 @@
+# The two commands of the README. Each sets itself up on a fresh machine: a .venv with the
+# pinned requirements (re-installed only when requirements.txt changes).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-requirements
+
+.PHONY: setup demo test lint clean-runs
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -r requirements.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# Runs the five notebooks headless on the tiny profile (CPU, offline) into runs/<timestamp>/.
+demo: setup
+	$(PY) -m utils demo --profile $${DSS_PROFILE:-tiny}
+
+# The whole offline test suite (slow tests included; network/gpu tests skip themselves).
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check utils tests benchmarks
+	$(PY) -m ruff format --check utils tests benchmarks
+
+clean-runs:
+	rm -rf runs

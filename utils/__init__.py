@@ -1,0 +1,1 @@
+"""Helpers for the Distilling Step-by-Step course."""

@@ -1,0 +1,124 @@
+"""Command line: ``python -m utils demo | run NOTEBOOK | report RUN_DIR | convert``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from utils.config import REPO_ROOT
+
+NOTEBOOKS = ("01_teacher_cot", "02_rationale_dataset", "03_multitask_student", "04_eval_vs_teacher", "05_deploy")
+
+
+def run_notebook(name: str, run_dir: Path, parameters: dict) -> float:
+    """Execute one notebook headless with papermill into ``run_dir/notebooks``; returns seconds."""
+    import papermill
+
+    matches = [n for n in NOTEBOOKS if n == name or n.startswith(name)]
+    if len(matches) != 1:
+        raise SystemExit(f"Unknown notebook {name!r}. Notebooks: {', '.join(NOTEBOOKS)}.")
+    name = matches[0]
+    out_dir = run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(REPO_ROOT / "notebooks" / f"{name}.ipynb"),
+        str(out_dir / f"{name}.ipynb"),
+        parameters={**parameters, "RUN_DIR": str(run_dir)},
+        cwd=str(REPO_ROOT / "notebooks"),
+        kernel_name="python3",
+        progress_bar=False,
+        log_output=True,
+    )
+    return time.perf_counter() - start
+
+
+def summarize(run_dir: Path) -> str:
+    """The short summary ``make demo`` ends with, read from ``report.json``."""
+    report = json.loads((run_dir / "report.json").read_text())
+    lines = [f"Run folder: {run_dir}"]
+    teacher = report.get("teacher", {})
+    evaluation = report.get("evaluation", {})
+    if evaluation:
+        t = evaluation.get("teacher", {})
+        lines.append(f"Teacher ({teacher.get('model', '?')}, {evaluation.get('teacher_parameters', 0) / 1e6:.0f}M params): "
+                     f"test accuracy {100 * t.get('accuracy', 0):.1f}% (n={t.get('n', 0)})")
+        for mode, res in evaluation.get("students", {}).items():
+            lines.append(f"Student {mode:<8} ({res['parameters'] / 1e6:.0f}M params): test accuracy "
+                         f"{100 * res['accuracy']:.1f}% [95% CI {100 * res['ci95'][0]:.0f}-{100 * res['ci95'][1]:.0f}]")
+    if "train" in teacher:
+        tr = teacher["train"]
+        lines.append(f"Teacher on train: vote accuracy {100 * tr.get('accuracy_vote', 0):.1f}%, correct-rationale "
+                     f"yield {100 * tr.get('correct_rationale_yield', 0):.1f}% of {tr.get('examples')} inputs")
+    for name, seconds in report.get("timings", {}).items():
+        lines.append(f"  {name:<24} {seconds:7.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run all five notebooks headless into runs/<timestamp>")
+    demo.add_argument("--profile", default="tiny")
+    demo.add_argument("--run-id", default=None)
+    demo.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
+                      help="extra notebook parameter, e.g. --param N_TRAIN=8")
+    one = sub.add_parser("run", help="run one notebook headless into runs/latest")
+    one.add_argument("notebook")
+    one.add_argument("--profile", default="tiny")
+    report = sub.add_parser("report", help="print a run's summary")
+    report.add_argument("run_dir", nargs="?", default="runs/latest")
+    sub.add_parser("convert", help="convert the bundled GGUF teacher into a cached checkpoint")
+    teach = sub.add_parser("teacher", help="run the teacher of a profile on train and test into a cache file")
+    teach.add_argument("--profile", default="tiny")
+    teach.add_argument("--cache", required=True, help="JSONL cache to append to (resumable)")
+    teach.add_argument("--n-train", type=int, default=None)
+    teach.add_argument("--n-test", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    from utils.config import make_run_dir, resolve_run_dir
+    from utils.evaluation import write_report
+
+    if args.command == "demo":
+        params = {"PROFILE": args.profile}
+        for item in args.param:
+            key, _, value = item.partition("=")
+            params[key] = json.loads(value)
+        run_dir = make_run_dir("runs", args.run_id)
+        timings, total = {}, time.perf_counter()
+        for name in NOTEBOOKS:
+            print(f"== {name} ==", flush=True)
+            timings[name] = round(run_notebook(name, run_dir, params), 1)
+            write_report(run_dir, "timings", timings)
+        timings["total"] = round(time.perf_counter() - total, 1)
+        write_report(run_dir, "timings", timings)
+        print(summarize(run_dir))
+    elif args.command == "run":
+        run_dir = resolve_run_dir(None)
+        print(f"{args.notebook}: {run_notebook(args.notebook, run_dir, {'PROFILE': args.profile}):.1f} s")
+    elif args.command == "report":
+        print(summarize(Path(args.run_dir).resolve()))
+    elif args.command == "teacher":
+        from utils.config import load_config
+        from utils.tasks import select_examples
+        from utils.teacher import annotate, summarize_records, teacher_from_config
+
+        overrides = {k: v for k, v in {"n_train": args.n_train, "n_test": args.n_test}.items() if v}
+        config = load_config(args.profile, teacher_cache_seed=None, **overrides)
+        teacher = teacher_from_config(config)
+        for split, n in (("test", config.n_test), ("train", config.n_train)):
+            examples = select_examples(config.task, split, n, config.max_ops)
+            records = annotate(teacher, config, examples, args.cache, split)
+            print(split, summarize_records(records))
+    elif args.command == "convert":
+        from utils.models import bundled_checkpoint
+
+        print(bundled_checkpoint())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Run configuration: profiles, seeds, devices and run folders.
+
+A profile is a named set of defaults (``tiny``, ``colab``, ``paper``); every value can be
+overridden by keyword. The profile comes from the argument, else ``DSS_PROFILE``, else ``tiny``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import random
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunConfig:
+    """Every knob of a run. Profiles below fill it; the comments say what each value means."""
+
+    profile: str = "tiny"  # tiny | colab | paper
+    task: str = "arith"  # a name from utils.tasks.TASK_NAMES
+    seed: int = 123  # one seed for data order, sampling and initialisation
+    # --- teacher (notebook 01) ---
+    teacher_backend: str = "llamacpp"  # llamacpp | transformers | ollama | openai
+    teacher_model: str = "smollm2-135m-instruct"  # bundled name, hub id, local path or server tag
+    teacher_base_url: str | None = None  # server address for ollama/openai; None: env or default
+    n_shots: int = 6  # few-shot CoT exemplars in the prompt
+    n_samples: int = 4  # self-consistency: answers per training input, the first greedy (1 = greedy only)
+    temperature: float = 0.8  # sampling temperature of answers 2..n
+    max_new_tokens: int = 64  # teacher budget per answer, rationale included
+    max_ops: int | None = 1  # keep problems with at most this many operations (None: all)
+    n_train: int | None = 400  # training inputs the teacher annotates (None: all)
+    n_test: int | None = 100  # test inputs for teacher and student evaluation (None: all)
+    teacher_cache_seed: str | None = "data/teacher_cache/arith-smollm2.jsonl"  # committed outputs reused
+    # --- dataset (notebook 02) ---
+    rationale_policy: str = "correct"  # all | correct | gold: which teacher rationales to keep
+    # --- student (notebook 03) ---
+    student_family: str = "causal"  # causal | seq2seq
+    student_model: str = "smollm2-135m-instruct"  # the model the student starts from
+    student_layers: int | None = 6  # keep this many of the start model's layers (None: all)
+    modes: tuple[str, ...] = ("standard", "distill", "dss")  # which students notebook 03 trains
+    alpha: float = 0.5  # dss loss = alpha * L_label + (1 - alpha) * L_rationale
+    epochs: float = 6.0  # passes over the training rows
+    learning_rate: float = 3e-4  # AdamW peak learning rate (linear decay)
+    batch_size: int = 16  # rows per step (label and rationale rows together)
+    max_source_length: int = 128  # input tokens kept
+    max_target_length: int = 96  # target tokens kept (rationales are the long ones)
+    # --- evaluation (notebook 04) ---
+    eval_batch_size: int = 16  # rows per generate() call
+    # --- where things go ---
+    runs_root: str = "runs"  # run folders live here; runs/latest points at the newest
+    extra: dict = field(default_factory=dict)  # free-form notes a user wants recorded
+
+    def to_dict(self) -> dict:
+        """Plain-JSON view of the config (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+PROFILES: dict[str, dict] = {
+    # CPU, offline, minutes: the bundled SmolLM2-135M-Instruct teaches a 6-layer cut of itself.
+    "tiny": {},
+    # One T4/L4-class GPU with internet: a 1.5B instruct teacher, a flan-t5 student.
+    "colab": {
+        "teacher_backend": "transformers",
+        "teacher_model": "Qwen/Qwen2.5-1.5B-Instruct",
+        "n_samples": 4,
+        "max_new_tokens": 128,
+        "max_ops": None,
+        "teacher_cache_seed": None,
+        "n_train": 1000,
+        "n_test": 300,
+        "student_family": "seq2seq",
+        "student_model": "google/flan-t5-base",
+        "student_layers": None,
+        "epochs": 10.0,
+        "learning_rate": 5e-4,
+        "batch_size": 32,
+        "max_source_length": 256,
+        "max_target_length": 192,
+        "eval_batch_size": 64,
+    },
+    # The paper's student (T5 v1.1 base, 220M); the paper's own tasks arrive with its loaders.
+    "paper": {
+        "teacher_backend": "openai",
+        "teacher_model": "Qwen/Qwen2.5-7B-Instruct",
+        "n_samples": 1,
+        "temperature": 0.0,
+        "max_ops": None,
+        "teacher_cache_seed": None,
+        "max_new_tokens": 256,
+        "n_train": None,
+        "n_test": None,
+        "student_family": "seq2seq",
+        "student_model": "google/t5-v1_1-base",
+        "student_layers": None,
+        "epochs": 20.0,
+        "learning_rate": 5e-5,
+        "batch_size": 64,
+        "max_source_length": 1024,
+        "max_target_length": 256,
+        "eval_batch_size": 64,
+    },
+}
+
+VALID_CHOICES = {
+    "teacher_backend": ("llamacpp", "transformers", "ollama", "openai"),
+    "student_family": ("causal", "seq2seq"),
+    "rationale_policy": ("all", "correct", "gold"),
+}
+VALID_MODES = ("standard", "distill", "dss")
+
+
+def load_config(profile: str | None = None, **overrides) -> RunConfig:
+    """Build the config of a profile, then apply keyword overrides.
+
+    Raises ValueError naming the valid choices for an unknown profile, field or value.
+    """
+    name = profile or os.environ.get("DSS_PROFILE") or "tiny"
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r}. Valid profiles: {', '.join(PROFILES)}.")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"Unknown config field(s) {unknown}. Valid fields: {', '.join(sorted(known))}.")
+    values = {**PROFILES[name], **overrides, "profile": name}
+    if "modes" in values:
+        values["modes"] = tuple([values["modes"]] if isinstance(values["modes"], str) else values["modes"])
+    config = RunConfig(**values)
+    validate_config(config)
+    return config
+
+
+def validate_config(config: RunConfig) -> None:
+    """Check the values that have a closed set of choices or a range."""
+    from utils.tasks import TASK_NAMES
+
+    if config.task not in TASK_NAMES:
+        raise ValueError(f"Unknown task {config.task!r}. Valid tasks: {', '.join(TASK_NAMES)}.")
+    for name, choices in VALID_CHOICES.items():
+        value = getattr(config, name)
+        if value not in choices:
+            raise ValueError(f"Unknown {name} {value!r}. Valid choices: {', '.join(choices)}.")
+    bad_modes = [m for m in config.modes if m not in VALID_MODES]
+    if bad_modes or not config.modes:
+        raise ValueError(f"Unknown mode(s) {bad_modes}. Valid modes: {', '.join(VALID_MODES)}.")
+    if not 0.0 <= config.alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {config.alpha}.")
+    if config.n_samples < 1:
+        raise ValueError(f"n_samples must be at least 1, got {config.n_samples}.")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def pick_device(verbose: bool = True) -> str:
+    """CUDA, then Apple MPS, then CPU; prints the choice."""
+    import torch
+
+    if torch.cuda.is_available():
+        device = "cuda"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = "mps"
+    else:
+        device = "cpu"
+    if verbose:
+        print(f"device: {device}")
+    return device
+
+
+def use_bf16(device: str) -> bool:
+    """bf16 only where it is fast: CUDA with bf16 support, or a CPU with avx512_bf16.
+
+    On AVX2-only CPUs bf16 autocast was measured 20 times slower than fp32, so it stays off.
+    """
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device == "cpu":
+        checker = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        return bool(checker and checker())
+    return False
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages whose behaviour the results depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["torch", "transformers", "datasets", "evaluate", "accelerate", "peft",
+             "llama_cpp_python", "ollama", "openai", "matplotlib"]
+    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def make_run_dir(root: str | Path = "runs", run_id: str | None = None) -> Path:
+    """Create ``root/<run_id>`` (default: a timestamp) and point ``root/latest`` at it."""
+    root = Path(root)
+    if not root.is_absolute():
+        root = REPO_ROOT / root
+    run_id = run_id or datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = root / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    latest = root / "latest"
+    tmp = root / f".latest-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(run_id)
+    os.replace(tmp, latest)  # atomic: a reader never sees a missing link
+    return run_dir
+
+
+def resolve_run_dir(run_dir: str | Path | None = None, root: str | Path = "runs") -> Path:
+    """The given run folder, else ``runs/latest``, else a new one."""
+    if run_dir:
+        path = Path(run_dir)
+        if not path.is_absolute():
+            path = REPO_ROOT / path
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    root_path = Path(root) if Path(root).is_absolute() else REPO_ROOT / root
+    latest = root_path / "latest"
+    if latest.exists():
+        return latest.resolve()
+    return make_run_dir(root)
+
+
+def save_run_metadata(run_dir: Path, config: RunConfig, stage: str) -> Path:
+    """Write the config, seed and package versions of a stage next to its results."""
+    out = Path(run_dir) / f"{stage}_meta.json"
+    meta = {"stage": stage, "config": config.to_dict(), "versions": package_versions()}
+    out.write_text(json.dumps(meta, indent=2))
+    return out

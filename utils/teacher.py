@@ -1,0 +1,426 @@
+"""The teacher: one interface over four backends, and a crash-safe cache of everything it says.
+
+``generate(prompts, n=1, **sampling) -> list[list[str]]``: for each prompt, ``n`` completions.
+A prompt is a string (completion form) or a list of chat messages.
+
+- ``llamacpp``: a GGUF file in-process through llama-cpp-python (the engine inside Ollama);
+  the fastest way to run the bundled model on a CPU.
+- ``transformers``: any causal LM in-process, batched with left padding.
+- ``ollama``: the official ``ollama`` client against a running Ollama server.
+- ``openai``: the official ``openai`` client against any OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from utils.prompts import build_prompt
+from utils.rationales import label_key, majority_vote, parse_cot_detailed
+
+STOP = ["\nQ:", "\n\n\n"]  # the model starts inventing the next few-shot block
+
+
+class TeacherError(RuntimeError):
+    """A teacher backend failed in a way the user can fix; the message says how."""
+
+
+class Teacher:
+    """Base class: subclasses implement ``_generate_one``; batching lives here."""
+
+    backend = "base"
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def generate(self, prompts: list, n: int = 1, temperature: float = 0.0,
+                 max_new_tokens: int = 64, seed: int = 0) -> list[list[str]]:
+        """``n`` completions for each prompt (greedy when temperature is 0)."""
+        return [self._generate_one(p, n, temperature, max_new_tokens, seed) for p in prompts]
+
+    def _generate_one(self, prompt, n, temperature, max_new_tokens, seed) -> list[str]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """What identifies this teacher in the cache key."""
+        return {"backend": self.backend, "model": self.model}
+
+
+class LlamaCppTeacher(Teacher):
+    """A GGUF model in-process through llama-cpp-python."""
+
+    backend = "llamacpp"
+
+    def __init__(self, model: str = "smollm2-135m-instruct", n_ctx: int = 2048, n_threads: int | None = None):
+        super().__init__(model)
+        from llama_cpp import Llama
+
+        from utils.models import BUNDLED_MODELS, bundled_gguf_path
+
+        path = bundled_gguf_path(model) if model in BUNDLED_MODELS else Path(model)
+        if not Path(path).exists():
+            raise TeacherError(f"GGUF file {path} not found. Give a bundled name ({', '.join(BUNDLED_MODELS)}) "
+                               "or the path of a .gguf file.")
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
+                         seed=0, verbose=False)
+
+    def _generate_one(self, prompt, n, temperature, max_new_tokens, seed):
+        outs = []
+        for i in range(n):
+            kwargs = dict(max_tokens=max_new_tokens, temperature=temperature, seed=seed + i, stop=STOP)
+            if isinstance(prompt, str):
+                result = self.llm.create_completion(prompt, **kwargs)
+                outs.append(result["choices"][0]["text"])
+            else:
+                result = self.llm.create_chat_completion(messages=prompt, **kwargs)
+                outs.append(result["choices"][0]["message"]["content"] or "")
+        return outs
+
+
+class TransformersTeacher(Teacher):
+    """Any causal LM in-process, batched with left padding; bf16 autocast where it is fast."""
+
+    backend = "transformers"
+
+    def __init__(self, model: str, batch_size: int = 8, device: str | None = None):
+        super().__init__(model)
+        from utils.config import pick_device, use_bf16
+        from utils.models import load_model, load_tokenizer
+
+        self.device = device or pick_device(verbose=False)
+        self.tokenizer = load_tokenizer(model, padding_side="left")
+        self.lm = load_model(model, "causal").to(self.device).eval()
+        self.bf16 = use_bf16(self.device)
+        self.batch_size = batch_size
+
+    def _render(self, prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in prompt if m["role"] != "system")
+
+    def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=64, seed=0):
+        import torch
+
+        texts = [self._render(p) for p in prompts]
+        results = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start : start + self.batch_size]
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            torch.manual_seed(seed + start)
+            sample = temperature > 0
+            with torch.no_grad(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
+                                       temperature=temperature if sample else None, top_p=None, top_k=None,
+                                       num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id)
+            new = out[:, enc["input_ids"].shape[1] :]
+            decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            for i in range(len(chunk)):
+                results.append([_cut_stop(t) for t in decoded[i * n : (i + 1) * n]])
+        return results
+
+
+class OllamaTeacher(Teacher):
+    """A model served by Ollama, through the official client; prompts run concurrently."""
+
+    backend = "ollama"
+
+    def __init__(self, model: str, host: str | None = None, concurrency: int = 2, timeout: float = 120.0):
+        super().__init__(model)
+        import ollama
+
+        self.host = host or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
+        self.client = ollama.Client(host=self.host, timeout=timeout)
+        self.concurrency = concurrency
+
+    def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=64, seed=0):
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda p: self._generate_one(p, n, temperature, max_new_tokens, seed), prompts))
+
+    def _generate_one(self, prompt, n, temperature, max_new_tokens, seed):
+        import httpx
+        import ollama
+
+        outs = []
+        for i in range(n):
+            options = {"temperature": temperature, "num_predict": max_new_tokens, "seed": seed + i, "stop": STOP}
+            try:
+                if isinstance(prompt, str):
+                    outs.append(self.client.generate(model=self.model, prompt=prompt, raw=True, options=options)["response"])
+                else:
+                    outs.append(self.client.chat(model=self.model, messages=prompt, options=options)["message"]["content"])
+            except ollama.ResponseError as exc:
+                hint = f"run `ollama pull {self.model}`" if exc.status_code == 404 else "check the server log"
+                raise TeacherError(f"Ollama at {self.host} answered {exc.status_code} for model "
+                                   f"{self.model!r}: {exc.error}. To fix: {hint}.") from exc
+            except (httpx.ConnectError, ConnectionError) as exc:
+                raise TeacherError(f"No Ollama server answers at {self.host}. Start one with `ollama serve` "
+                                   "or set OLLAMA_HOST.") from exc
+        return outs
+
+
+class OpenAITeacher(Teacher):
+    """Any OpenAI-compatible server (vLLM, llama.cpp server, LM Studio, Ollama's /v1)."""
+
+    backend = "openai"
+
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+                 concurrency: int = 4, timeout: float = 120.0):
+        super().__init__(model)
+        import openai
+
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1"
+        # The key is read from the environment and kept only in the client, never in a cache key.
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=3)
+        self.concurrency = concurrency
+
+    def describe(self):
+        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
+
+    def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=64, seed=0):
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda p: self._generate_one(p, n, temperature, max_new_tokens, seed), prompts))
+
+    def _generate_one(self, prompt, n, temperature, max_new_tokens, seed):
+        import openai
+
+        kwargs = dict(model=self.model, n=n, temperature=temperature, max_tokens=max_new_tokens, seed=seed, stop=STOP)
+        try:
+            if isinstance(prompt, str):
+                result = self.client.completions.create(prompt=prompt, **kwargs)
+                return [c.text for c in result.choices]
+            result = self.client.chat.completions.create(messages=prompt, **kwargs)
+            return [c.message.content or "" for c in result.choices]
+        except openai.APIConnectionError as exc:
+            raise TeacherError(f"No OpenAI-compatible server answers at {self.base_url}. Start it or set "
+                               "OPENAI_BASE_URL.") from exc
+        except openai.AuthenticationError as exc:
+            raise TeacherError(f"{self.base_url} refused the API key: check OPENAI_API_KEY.") from exc
+        except openai.NotFoundError as exc:
+            raise TeacherError(f"{self.base_url} does not serve model {self.model!r}: check the name.") from exc
+        except openai.APIStatusError as exc:
+            raise TeacherError(f"{self.base_url} answered {exc.status_code} for model {self.model!r}: {exc.message}") from exc
+
+
+BACKENDS = {"llamacpp": LlamaCppTeacher, "transformers": TransformersTeacher,
+            "ollama": OllamaTeacher, "openai": OpenAITeacher}
+
+
+def _cut_stop(text: str) -> str:
+    cut = len(text)
+    for stop in STOP:
+        index = text.find(stop)
+        if index >= 0:
+            cut = min(cut, index)
+    return text[:cut]
+
+
+def load_teacher(backend: str, model: str, **kwargs) -> Teacher:
+    """A teacher by backend name; unknown names list the valid ones."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown teacher backend {backend!r}. Valid backends: {', '.join(BACKENDS)}.")
+    return BACKENDS[backend](model, **kwargs)
+
+
+class GenerationCache:
+    """An append-only JSONL file of teacher outputs keyed by (teacher, prompt, sampling).
+
+    Each result is written and flushed to disk as it arrives, so a crash or Ctrl-C loses nothing
+    already generated. A torn last line (the process died mid-write) is dropped on load and that
+    prompt is generated again.
+    """
+
+    def __init__(self, path: str | Path, seed_paths: list[str | Path] = ()):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.entries: dict[str, list[str]] = {}
+        self.torn = 0
+        self.seeded = 0
+        for seed_path in seed_paths:  # read-only caches shipped with the course (data/teacher_cache)
+            if Path(seed_path).exists():
+                before = len(self.entries)
+                self._load(Path(seed_path), repair=False)
+                self.seeded += len(self.entries) - before
+        if self.path.exists():
+            self._load(self.path, repair=True)
+
+    def _load(self, path: Path, repair: bool) -> None:
+        raw = path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            # Keep the complete lines; the torn tail is redone.
+            raw = raw[: raw.rfind(b"\n") + 1]
+            if repair:
+                path.write_bytes(raw)
+            self.torn += 1
+        for line in raw.decode("utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+                self.entries[entry["key"]] = entry["outputs"]
+            except (json.JSONDecodeError, KeyError):
+                self.torn += 1
+
+    @staticmethod
+    def key(teacher: Teacher, prompt, sampling: dict) -> str:
+        """A stable hash of what determines the outputs (never a secret: keys are not in it)."""
+        blob = json.dumps({"teacher": teacher.describe(), "prompt": prompt, "sampling": sampling}, sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def get(self, key: str) -> list[str] | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, outputs: list[str], meta: dict | None = None) -> None:
+        """Append one result and force it to disk."""
+        line = json.dumps({"key": key, "outputs": outputs, **(meta or {})}, ensure_ascii=False) + "\n"
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.entries[key] = outputs
+
+
+def generate_rationales(teacher: Teacher, task: str, examples: list[dict], cache_path: str | Path,
+                        n: int = 1, temperature: float = 0.7, max_new_tokens: int = 72, n_shots: int = 4,
+                        chat: bool = False, seed: int = 0, greedy_first: bool = True,
+                        batch_size: int = 8, label_field: str = "equation", desc: str = "teacher",
+                        seed_caches: list[str | Path] = ()) -> list[dict]:
+    """Prompt the teacher for every example and parse what it writes.
+
+    With ``n > 1`` (self-consistency) each example gets ``n`` answers: the first greedy when
+    ``greedy_first``, the rest sampled at ``temperature``. The answers are parsed, voted on by
+    value, and the record keeps every sample, the voted label, a rationale that agrees with
+    the vote and, when the gold label is known, a rationale whose answer is correct.
+    ``seed_caches`` are read-only caches consulted first (the course ships one for ``tiny``).
+    """
+    from utils.tasks import answers_match
+
+    cache = GenerationCache(cache_path, seed_caches)
+    greedy = {"temperature": 0.0, "max_new_tokens": max_new_tokens, "seed": seed}
+    sampled = {"temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed}
+    plan = []  # (example index, prompt, sampling, n)
+    for i, example in enumerate(examples):
+        prompt = build_prompt(example, task, n_shots=n_shots, chat=chat)
+        if n == 1 or greedy_first:
+            plan.append((i, prompt, greedy, 1))
+        if n > 1:
+            plan.append((i, prompt, sampled, n - 1 if greedy_first else n))
+    outputs: dict[int, list[str]] = {i: [] for i in range(len(examples))}
+    todo = []
+    for item in plan:
+        i, prompt, sampling, count = item
+        hit = cache.get(GenerationCache.key(teacher, prompt, {**sampling, "n": count}))
+        if hit is not None:
+            outputs[i].extend(hit)
+        else:
+            todo.append(item)
+    print(f"{desc}: {len(plan) - len(todo)} of {len(plan)} prompts cached, {len(todo)} to generate")
+    with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=desc, unit="prompt") as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            for group_sampling in (greedy, sampled):
+                group = [c for c in chunk if c[2] is group_sampling]
+                if not group:
+                    continue
+                count = group[0][3]
+                texts = teacher.generate([c[1] for c in group], n=count, temperature=group_sampling["temperature"],
+                                         max_new_tokens=max_new_tokens, seed=seed)
+                for (i, prompt, sampling, cnt), outs in zip(group, texts):
+                    cache.put(GenerationCache.key(teacher, prompt, {**sampling, "n": cnt}), outs,
+                              {"id": examples[i].get("id"), "sampling": {**sampling, "n": cnt}})
+                    outputs[i].extend(outs)
+                    bar.update(1)
+    return [_make_record(ex, outputs[i], task, label_field, answers_match) for i, ex in enumerate(examples)]
+
+
+def _make_record(example: dict, texts: list[str], task: str, label_field: str, answers_match) -> dict:
+    samples = []
+    for text in texts:
+        parsed = parse_cot_detailed(text, task)
+        if parsed.label is not None and label_key(parsed.label, task) is None:
+            parsed.error, parsed.label = f"label {parsed.label!r} is not a valid answer", None
+        samples.append({"text": text, "rationale": parsed.rationale, "label": parsed.label, "error": parsed.error})
+    vote, votes = majority_vote([s["label"] for s in samples], task)
+    agreeing = next((s for s in samples if s["label"] is not None and
+                     label_key(s["label"], task) == label_key(vote, task)), None)
+    gold = example.get(label_field)
+    record = {
+        "id": example.get("id"),
+        "input": example["input"],
+        "gold": gold,
+        "samples": samples,
+        "teacher_label": vote,
+        "votes": votes,
+        "rationale": agreeing["rationale"] if agreeing else (samples[0]["rationale"] if samples else ""),
+        "parse_failures": sum(s["label"] is None for s in samples),
+    }
+    if gold is not None:
+        record["teacher_correct"] = answers_match(vote, gold)
+        correct = next((s for s in samples if answers_match(s["label"], gold)), None)
+        record["correct_rationale"] = correct["rationale"] if correct else None
+        record["greedy_correct"] = bool(samples) and answers_match(samples[0]["label"], gold)
+    return record
+
+
+def save_records(records: list[dict], path: str | Path) -> Path:
+    """Write teacher records as JSONL (one example per line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """Read teacher records written by ``save_records``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No teacher records at {path}: run notebook 01 (or `python -m utils teacher`) first.")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def summarize_records(records: list[dict]) -> dict:
+    """Counts a reader wants: accuracy (voted and greedy), parse failures, yield of correct rationales."""
+    total = len(records)
+    samples = sum(len(r["samples"]) for r in records)
+    summary = {
+        "examples": total,
+        "samples": samples,
+        "parse_failures": sum(r["parse_failures"] for r in records),
+        "parse_failure_rate": (sum(r["parse_failures"] for r in records) / samples) if samples else 0.0,
+    }
+    if total and "teacher_correct" in records[0]:
+        summary["accuracy_vote"] = sum(r["teacher_correct"] for r in records) / total
+        summary["accuracy_greedy"] = sum(r["greedy_correct"] for r in records) / total
+        summary["correct_rationale_yield"] = sum(r["correct_rationale"] is not None for r in records) / total
+    return summary
+
+
+def teacher_from_config(config) -> Teacher:
+    """The teacher a config names (backend, model, server address)."""
+    kwargs = {}
+    if config.teacher_base_url and config.teacher_backend == "ollama":
+        kwargs["host"] = config.teacher_base_url
+    if config.teacher_base_url and config.teacher_backend == "openai":
+        kwargs["base_url"] = config.teacher_base_url
+    return load_teacher(config.teacher_backend, config.teacher_model, **kwargs)
+
+
+def annotate(teacher: Teacher, config, examples: list[dict], cache_path: str | Path, split: str) -> list[dict]:
+    """Run ``generate_rationales`` with a config's settings: self-consistency on train, greedy on test."""
+    from utils.config import REPO_ROOT
+    from utils.tasks import get_task
+
+    seeds = [REPO_ROOT / config.teacher_cache_seed] if config.teacher_cache_seed else []
+    return generate_rationales(
+        teacher, config.task, examples, cache_path,
+        n=config.n_samples if split == "train" else 1,
+        temperature=config.temperature, max_new_tokens=config.max_new_tokens, n_shots=config.n_shots,
+        seed=config.seed, label_field=get_task(config.task).label_field, desc=f"teacher/{split}",
+        seed_caches=seeds)
