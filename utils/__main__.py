@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run all five notebooks headless into runs/<timestamp>")
     demo.add_argument("--profile", default="tiny")
     demo.add_argument("--run-id", default=None)
+    demo.add_argument("--runs-root", default="runs", help="where run folders go (default: runs/)")
     demo.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
                       help="extra notebook parameter, e.g. --param N_TRAIN=8")
     one = sub.add_parser("run", help="run one notebook headless into runs/latest")
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.param:
             key, _, value = item.partition("=")
             params[key] = json.loads(value)
-        run_dir = make_run_dir("runs", args.run_id)
+        run_dir = make_run_dir(args.runs_root, args.run_id)
         timings, total = {}, time.perf_counter()
         for name in NOTEBOOKS:
             print(f"== {name} ==", flush=True)

@@ -46,7 +46,7 @@ class RunConfig:
     student_layers: int | None = 6  # keep this many of the start model's layers (None: all)
     modes: tuple[str, ...] = ("standard", "distill", "dss")  # which students notebook 03 trains
     alpha: float = 0.5  # dss loss = alpha * L_label + (1 - alpha) * L_rationale
-    epochs: float = 6.0  # passes over the training rows
+    epochs: float = 3.0  # passes over the training rows
     learning_rate: float = 3e-4  # AdamW peak learning rate (linear decay)
     batch_size: int = 16  # rows per step (label and rationale rows together)
     max_source_length: int = 128  # input tokens kept
@@ -250,3 +250,21 @@ def save_run_metadata(run_dir: Path, config: RunConfig, stage: str) -> Path:
     meta = {"stage": stage, "config": config.to_dict(), "versions": package_versions()}
     out.write_text(json.dumps(meta, indent=2))
     return out
+
+
+def save_config(config: RunConfig, run_dir: str | Path) -> Path:
+    """Write ``config.json`` into the run folder so later stages reuse the same settings."""
+    path = Path(run_dir) / "config.json"
+    path.write_text(json.dumps(config.to_dict(), indent=2))
+    return path
+
+
+def load_run_config(run_dir: str | Path, profile: str | None = None, **overrides) -> RunConfig:
+    """The config a run was started with (``config.json``), with overrides; else a profile's."""
+    path = Path(run_dir) / "config.json"
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if not path.exists():
+        return load_config(profile, **overrides)
+    values = json.loads(path.read_text())
+    saved_profile = values.pop("profile")
+    return load_config(saved_profile, **{**values, **overrides})

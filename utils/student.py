@@ -173,8 +173,24 @@ def _length_grouped(rows: list[dict], batch_size: int, seed: int) -> list[dict]:
     return grouped
 
 
-def train_student(dataset, config, mode: str, output_dir: str | Path, model=None, tokenizer=None) -> TrainResult:
-    """Train one student in ``mode`` on ``dataset["train"]`` and save it to ``output_dir``."""
+def prepare_student_init(config) -> str:
+    """The checkpoint a student starts from: a layer subset of ``student_model`` when
+    ``student_layers`` is set (causal students), else ``student_model`` itself."""
+    from utils.models import cache_dir, make_layer_subset_student
+
+    if config.student_family == "causal" and config.student_layers:
+        safe = str(config.student_model).strip("/").replace("/", "--")
+        out = cache_dir() / "students" / f"{safe}-{config.student_layers}layers"
+        return str(make_layer_subset_student(config.student_model, config.student_layers, out))
+    return str(config.student_model)
+
+
+def train_student(dataset, config, mode: str, output_dir: str | Path, init: str | None = None,
+                  model=None, tokenizer=None) -> TrainResult:
+    """Train one student in ``mode`` on ``dataset["train"]`` and save it to ``output_dir``.
+
+    ``init`` is the checkpoint to start from (default: ``prepare_student_init(config)``).
+    """
     from datasets import Dataset
 
     from utils.config import pick_device, seed_everything, use_bf16
@@ -187,7 +203,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, model=None
     family = config.student_family
     output_dir = Path(output_dir)
     seed_everything(config.seed)
-    source = config.extra.get("student_init") or config.student_model
+    source = init or prepare_student_init(config)
     tokenizer = tokenizer or load_tokenizer(source)
     model = model or load_model(source, family)
     rows = build_rows(dataset["train"], mode, config.extra.get("label_source", "gold"))

@@ -1,0 +1,110 @@
+"""The teacher: the bundled model through llama.cpp, the cache, and resuming after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from utils.tasks import select_examples
+from utils.teacher import GenerationCache, Teacher, generate_rationales, load_teacher, summarize_records
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class CountingTeacher(Teacher):
+    """A deterministic stand-in used only to test the cache's bookkeeping (not model behaviour)."""
+
+    backend = "counting"
+
+    def __init__(self):
+        super().__init__("counter")
+        self.calls = 0
+
+    def _generate_one(self, prompt, n, temperature, max_new_tokens, seed):
+        self.calls += 1
+        return [f"It is 2 + 3 = 5. The answer is ( 2 + 3 )." for _ in range(n)]
+
+
+def test_unknown_backend_lists_choices():
+    with pytest.raises(ValueError, match="Valid backends: llamacpp, transformers, ollama, openai"):
+        load_teacher("gpt", "x")
+
+
+def test_cache_skips_what_is_cached(tmp_path):
+    examples = select_examples("arith", "train", 3)
+    teacher = CountingTeacher()
+    first = generate_rationales(teacher, "arith", examples, tmp_path / "c.jsonl", n=3)
+    calls = teacher.calls
+    second = generate_rationales(teacher, "arith", examples, tmp_path / "c.jsonl", n=3)
+    assert teacher.calls == calls  # nothing generated twice
+    assert [r["samples"] for r in first] == [r["samples"] for r in second]
+    assert all(len(r["samples"]) == 3 for r in second)
+
+
+def test_torn_last_line_is_dropped_and_redone(tmp_path):
+    path = tmp_path / "c.jsonl"
+    examples = select_examples("arith", "train", 2)
+    teacher = CountingTeacher()
+    generate_rationales(teacher, "arith", examples, path, n=1)
+    with open(path, "a") as handle:
+        handle.write('{"key": "abc", "outp')  # a process killed mid-write
+    cache = GenerationCache(path)
+    assert cache.torn == 1 and len(cache.entries) == 2
+    assert path.read_text().endswith("\n")
+
+
+def test_secrets_never_reach_the_cache_key(monkeypatch):
+    pytest.importorskip("openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value")
+    teacher = load_teacher("openai", "m", base_url="http://127.0.0.1:9/v1")
+    assert "sk-secret" not in json.dumps(teacher.describe())
+
+
+@pytest.mark.slow
+def test_bundled_teacher_through_llamacpp(tmp_path):
+    teacher = load_teacher("llamacpp", "smollm2-135m-instruct")
+    examples = select_examples("arith", "train", 2, max_ops=1)
+    records = generate_rationales(teacher, "arith", examples, tmp_path / "c.jsonl", n=2, max_new_tokens=40, n_shots=4)
+    assert len(records) == 2
+    for record in records:
+        assert len(record["samples"]) == 2
+        assert all(s["text"].strip() for s in record["samples"])  # the real model wrote text
+    summary = summarize_records(records)
+    assert summary["samples"] == 4 and 0.0 <= summary["accuracy_vote"] <= 1.0
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_losing_outputs(tmp_path):
+    """Kill a real teacher run mid-way; the rerun keeps what was written and finishes the rest."""
+    cache = tmp_path / "cache.jsonl"
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from utils.tasks import select_examples\n"
+        "from utils.teacher import generate_rationales, load_teacher\n"
+        "t = load_teacher('llamacpp', 'smollm2-135m-instruct')\n"
+        "ex = select_examples('arith', 'train', 12, max_ops=1)\n"
+        "generate_rationales(t, 'arith', ex, %r, n=1, max_new_tokens=40, n_shots=4, batch_size=1)\n"
+    ) % (str(REPO), str(cache))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if cache.exists() and len(cache.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = [json.loads(line) for line in cache.read_text().splitlines() if line.endswith("}")]
+    assert 3 <= len(kept) < 12, "the run should have been killed part-way"
+    teacher = load_teacher("llamacpp", "smollm2-135m-instruct")
+    examples = select_examples("arith", "train", 12, max_ops=1)
+    records = generate_rationales(teacher, "arith", examples, cache, n=1, max_new_tokens=40, n_shots=4)
+    assert len(records) == 12
+    lines = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert len({line["key"] for line in lines}) == 12  # each prompt generated once, none lost
+    for old in kept:  # what was written before the kill is reused as it was
+        assert any(line["key"] == old["key"] and line["outputs"] == old["outputs"] for line in lines)
