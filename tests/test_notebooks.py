@@ -20,6 +20,11 @@ def test_notebook_is_committed_stripped_and_well_formed(name):
             assert not cell.outputs and cell.execution_count is None, f"{name} has outputs: strip them"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0].source.startswith("PROFILE = "), "one parameters cell, PROFILE first"
+    import papermill
+
+    # papermill reads every parameter (a comment with a second "=" would hide it from papermill)
+    lines = [line for line in tagged[0].source.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(papermill.inspect_notebook(str(NB_DIR / f"{name}.ipynb"))) == len(lines)
     text = "\n".join(c.source for c in nb.cells)
     for section in ("## Summary", "## Exercises", "## Next", "write_report("):
         assert section in text, f"{name} lacks {section}"

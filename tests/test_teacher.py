@@ -27,7 +27,7 @@ class CountingTeacher(Teacher):
 
     def _generate_one(self, prompt, n, temperature, max_new_tokens, seed):
         self.calls += 1
-        return [f"It is 2 + 3 = 5. The answer is ( 2 + 3 )." for _ in range(n)]
+        return ["It is 2 + 3 = 5. The answer is ( 2 + 3 )." for _ in range(n)]
 
 
 def test_unknown_backend_lists_choices():
@@ -83,13 +83,13 @@ def test_killed_run_resumes_without_losing_outputs(tmp_path):
     """Kill a real teacher run mid-way; the rerun keeps what was written and finishes the rest."""
     cache = tmp_path / "cache.jsonl"
     script = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from utils.tasks import select_examples\n"
         "from utils.teacher import generate_rationales, load_teacher\n"
         "t = load_teacher('llamacpp', 'smollm2-135m-instruct')\n"
         "ex = select_examples('arith', 'train', 12, max_ops=1)\n"
-        "generate_rationales(t, 'arith', ex, %r, n=1, max_new_tokens=40, n_shots=4, batch_size=1)\n"
-    ) % (str(REPO), str(cache))
+        f"generate_rationales(t, 'arith', ex, {str(cache)!r}, n=1, max_new_tokens=40, n_shots=4, batch_size=1)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -108,3 +108,20 @@ def test_killed_run_resumes_without_losing_outputs(tmp_path):
     assert len({line["key"] for line in lines}) == 12  # each prompt generated once, none lost
     for old in kept:  # what was written before the kill is reused as it was
         assert any(line["key"] == old["key"] and line["outputs"] == old["outputs"] for line in lines)
+
+
+@pytest.mark.slow
+def test_bundled_teacher_through_transformers_batched_and_chat():
+    from utils.prompts import build_prompt
+    from utils.teacher import TransformersTeacher
+
+    teacher = TransformersTeacher("smollm2-135m-instruct", batch_size=2)
+    assert teacher.tokenizer.padding_side == "left"
+    examples = select_examples("arith", "test", 3, max_ops=1)
+    prompts = [build_prompt(ex, "arith", n_shots=2) for ex in examples]
+    outputs = teacher.generate(prompts, n=1, max_new_tokens=12)
+    assert len(outputs) == 3 and all(len(o) == 1 and o[0].strip() for o in outputs)
+    sampled = teacher.generate(prompts[:1], n=2, temperature=0.8, max_new_tokens=8, seed=1)
+    assert len(sampled[0]) == 2
+    chat = teacher.generate([build_prompt(examples[0], "arith", n_shots=2, chat=True)], max_new_tokens=12)
+    assert chat[0][0].strip()  # the model's chat template was applied and it answered

@@ -35,7 +35,7 @@ class RunConfig:
     temperature: float = 0.8  # sampling temperature of answers 2..n
     max_new_tokens: int = 64  # teacher budget per answer, rationale included
     max_ops: int | None = 1  # keep problems with at most this many operations (None: all)
-    n_train: int | None = 400  # training inputs the teacher annotates (None: all)
+    n_train: int | None = 300  # training inputs the teacher annotates (None: all)
     n_test: int | None = 100  # test inputs for teacher and student evaluation (None: all)
     teacher_cache_seed: str | None = "data/teacher_cache/arith-smollm2.jsonl"  # committed outputs reused
     # --- dataset (notebook 02) ---

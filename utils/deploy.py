@@ -76,7 +76,7 @@ class Predictor:
         self.model, self.tokenizer, self.meta = model, tokenizer, meta
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "Predictor":
+    def from_pretrained(cls, path: str | Path) -> Predictor:
         from utils.models import load_model, load_tokenizer
 
         path = Path(path)

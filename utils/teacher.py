@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import random
+import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -126,87 +130,284 @@ class TransformersTeacher(Teacher):
         return results
 
 
+# Transient answers worth another try: rate limits and a server or proxy that is briefly unwell.
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+_log = logging.getLogger(__name__)
+
+
+def _call_with_retries(call, *, retries: int, backoff: float, transient, explain, where: str):
+    """``call()``, tried again after a transient failure, waiting ``backoff * 2**k`` seconds (k = 0, 1, ...).
+
+    At most ``retries`` more tries. The last failure becomes one ``TeacherError`` whose text comes from
+    ``explain(exc, tries)``; failures it does not know (``None``) propagate unchanged.
+    """
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return call()
+        except Exception as exc:
+            if tries <= retries and transient(exc):
+                # Jitter keeps concurrent workers from retrying in lock-step against a recovering server.
+                delay = backoff * 2 ** (tries - 1) * (1 + 0.25 * random.random())
+                # The log names the failure's type and status only: bodies may echo credentials.
+                _log.warning("%s: %s (try %d of %d); retrying in %.2f s", where, _failure_name(exc), tries,
+                             retries + 1, delay)
+                time.sleep(delay)
+                continue
+            message = explain(exc, tries)
+            if message is None:
+                raise
+            if isinstance(getattr(exc, "status_code", None), int):
+                # An HTTP answer: the library's exception quotes the server's body, which may echo the
+                # credential back. The message already has the status and a cleaned excerpt of the body.
+                raise TeacherError(message) from None
+            raise TeacherError(message) from exc
+
+
+def _failure_name(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if isinstance(status, int) and status > 0 else type(exc).__name__
+
+
+def _excerpt(text, secret: str | None = None, limit: int = 300) -> str:
+    """The start of a server's answer on one line, with the API key (if any) blanked out."""
+    text = " ".join(str(text or "").split())
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _tries(tries: int) -> str:
+    return f" after {tries} tries" if tries > 1 else ""
+
+
+def _ollama_url(host: str | None) -> str:
+    """``OLLAMA_HOST`` as a URL: ``127.0.0.1:11434``, ``localhost`` and ``http://...`` forms all work.
+
+    Same rules as the ``ollama`` client: a bare host gets port 11434, a URL keeps the port it names.
+    """
+    host = (host or "").strip().rstrip("/") or "127.0.0.1:11434"
+    if "://" in host:
+        return host
+    if host.startswith(":"):
+        host = "127.0.0.1" + host
+    netloc = host.split("/", 1)[0]
+    has_port = netloc.rsplit("]", 1)[-1].count(":") == 1 if netloc.startswith("[") else ":" in netloc
+    if not has_port:
+        host = netloc + ":11434" + host[len(netloc):]
+    return "http://" + host
+
+
+def _display_url(url: str) -> str:
+    """``url`` without a ``user:password@`` part, for messages and cache keys."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _map_bounded(fn, items: list, concurrency: int) -> list:
+    """``[fn(x) for x in items]`` with at most ``concurrency`` calls in flight, in order.
+
+    On the first failure the calls not yet started are cancelled, so a dead server costs one
+    round of retries, not one per prompt.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
 class OllamaTeacher(Teacher):
-    """A model served by Ollama, through the official client; prompts run concurrently."""
+    """A model served by Ollama, through the official client; prompts run concurrently.
+
+    A string prompt goes to ``/api/generate`` with ``raw=True`` (the few-shot text is already the
+    whole prompt, so Ollama's chat template must not wrap it); a message list goes to ``/api/chat``.
+    Ollama has no ``n``: each of the ``n`` samples is its own request, with seed ``seed + i``.
+    Transient failures (connection refused or reset, time-outs, 429 and 5xx answers) are retried
+    ``retries`` times with exponential backoff from ``backoff`` seconds; what still fails raises one
+    ``TeacherError`` that says what to do.
+    """
 
     backend = "ollama"
 
-    def __init__(self, model: str, host: str | None = None, concurrency: int = 2, timeout: float = 120.0):
+    def __init__(self, model: str, host: str | None = None, concurrency: int = 2, timeout: float = 120.0,
+                 retries: int = 3, backoff: float = 0.5):
         super().__init__(model)
         import ollama
 
-        self.host = host or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
+        self.host = _ollama_url(host or os.environ.get("OLLAMA_HOST"))
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.concurrency = max(1, concurrency)
+        # The client adds OLLAMA_API_KEY (if set) as a header itself; it is never stored here.
         self.client = ollama.Client(host=self.host, timeout=timeout)
-        self.concurrency = concurrency
 
     def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=64, seed=0):
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda p: self._generate_one(p, n, temperature, max_new_tokens, seed), prompts))
+        return _map_bounded(lambda p: self._generate_one(p, n, temperature, max_new_tokens, seed),
+                            list(prompts), self.concurrency)
 
     def _generate_one(self, prompt, n, temperature, max_new_tokens, seed):
-        import httpx
-        import ollama
-
         outs = []
         for i in range(n):
             options = {"temperature": temperature, "num_predict": max_new_tokens, "seed": seed + i, "stop": STOP}
-            try:
-                if isinstance(prompt, str):
-                    outs.append(self.client.generate(model=self.model, prompt=prompt, raw=True, options=options)["response"])
-                else:
-                    outs.append(self.client.chat(model=self.model, messages=prompt, options=options)["message"]["content"])
-            except ollama.ResponseError as exc:
-                hint = f"run `ollama pull {self.model}`" if exc.status_code == 404 else "check the server log"
-                raise TeacherError(f"Ollama at {self.host} answered {exc.status_code} for model "
-                                   f"{self.model!r}: {exc.error}. To fix: {hint}.") from exc
-            except (httpx.ConnectError, ConnectionError) as exc:
-                raise TeacherError(f"No Ollama server answers at {self.host}. Start one with `ollama serve` "
-                                   "or set OLLAMA_HOST.") from exc
+            if isinstance(prompt, str):
+                def call(options=options):
+                    return self.client.generate(model=self.model, prompt=prompt, raw=True, options=options).response
+            else:
+                def call(options=options):
+                    return self.client.chat(model=self.model, messages=prompt, options=options).message.content
+            outs.append(_call_with_retries(call, retries=self.retries, backoff=self.backoff,
+                                           transient=self._transient, explain=self._explain,
+                                           where=f"Ollama at {self.host}") or "")
         return outs
+
+    @staticmethod
+    def _transient(exc: Exception) -> bool:
+        import httpx
+        import ollama
+
+        if isinstance(exc, ollama.ResponseError):
+            return exc.status_code in _TRANSIENT_STATUS
+        # The client turns a refused connection into the builtin ConnectionError; the rest stay httpx's.
+        return isinstance(exc, (ConnectionError, httpx.TimeoutException, httpx.NetworkError,
+                                httpx.RemoteProtocolError))
+
+    def _explain(self, exc: Exception, tries: int) -> str | None:
+        import httpx
+        import ollama
+
+        where, model = f"Ollama at {self.host}", self.model
+        if isinstance(exc, ollama.ResponseError):
+            status, detail = exc.status_code, _excerpt(exc.error, os.environ.get("OLLAMA_API_KEY"))
+            if status == 404:
+                return (f"{where} has no model {model!r} (404: {detail}). Pull it with `ollama pull {model}` "
+                        "on the server's machine, or use a name that `ollama list` shows.")
+            if status in (401, 403):
+                return (f"{where} refused the request for model {model!r} ({status}: {detail}). Check that "
+                        "OLLAMA_HOST points at your server; behind an authenticating proxy, set OLLAMA_API_KEY.")
+            if status == 429:
+                return (f"{where} kept answering 429 (too many requests) for model {model!r}{_tries(tries)}: "
+                        f"{detail}. Lower concurrency (now {self.concurrency}) or raise backoff.")
+            if status >= 500:
+                return (f"{where} answered {status} for model {model!r}{_tries(tries)}: {detail}. Check the "
+                        "server's log (the `ollama serve` output); a model too big for memory fails like this.")
+            return f"{where} rejected the request for model {model!r} ({status}): {detail}."
+        if isinstance(exc, httpx.TimeoutException):
+            return (f"{where} did not answer within the timeout of {self.timeout:g} s for model {model!r}"
+                    f"{_tries(tries)}. A large model (or its first load) can take longer: raise the timeout, "
+                    "e.g. OllamaTeacher(..., timeout=600), or lower max_new_tokens.")
+        if isinstance(exc, (ConnectionError, httpx.ConnectError)):
+            return (f"No Ollama server answers at {self.host}{_tries(tries)} (connection refused). Start it "
+                    "(`ollama serve`) or set OLLAMA_HOST to where it runs (e.g. OLLAMA_HOST=127.0.0.1:11434).")
+        if isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)):
+            return (f"The connection to {where} broke{_tries(tries)} ({type(exc).__name__}) while serving "
+                    f"model {model!r}. Check that the server is healthy (`ollama ps`, its log) and that "
+                    "OLLAMA_HOST points at Ollama and not at another service.")
+        return None
 
 
 class OpenAITeacher(Teacher):
-    """Any OpenAI-compatible server (vLLM, llama.cpp server, LM Studio, Ollama's /v1)."""
+    """Any OpenAI-compatible server (vLLM, llama.cpp server, LM Studio, Ollama's /v1).
+
+    A string prompt goes to ``/v1/completions``, a message list to ``/v1/chat/completions``. Servers
+    that ignore ``n`` (llama.cpp's does) are asked again, one sample at a time, until ``n`` arrive.
+    The API key comes from ``api_key`` or OPENAI_API_KEY and lives only inside the client: it is not
+    in ``describe()`` (the cache key), the logs or the error messages. Retries: as ``OllamaTeacher``;
+    the client's own retries are off so that ``retries``/``backoff`` mean the same for both backends.
+    """
 
     backend = "openai"
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 concurrency: int = 4, timeout: float = 120.0):
+                 concurrency: int = 4, timeout: float = 120.0, retries: int = 3, backoff: float = 0.5):
         super().__init__(model)
         import openai
 
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1"
-        # The key is read from the environment and kept only in the client, never in a cache key.
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=3)
-        self.concurrency = concurrency
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.concurrency = max(1, concurrency)
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"  # local servers accept any key
+        self._secret = key if key != "not-needed" else None  # only to blank it out of error messages
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
 
     def describe(self):
-        return {"backend": self.backend, "model": self.model, "base_url": self.base_url}
+        return {"backend": self.backend, "model": self.model, "base_url": _display_url(self.base_url)}
 
     def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=64, seed=0):
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda p: self._generate_one(p, n, temperature, max_new_tokens, seed), prompts))
+        return _map_bounded(lambda p: self._generate_one(p, n, temperature, max_new_tokens, seed),
+                            list(prompts), self.concurrency)
 
     def _generate_one(self, prompt, n, temperature, max_new_tokens, seed):
+        outs: list[str] = []
+        while len(outs) < n:
+            want = n - len(outs)
+            kwargs = dict(model=self.model, n=want, temperature=temperature, max_tokens=max_new_tokens,
+                          seed=seed + len(outs), stop=STOP)
+            if isinstance(prompt, str):
+                def call(kwargs=kwargs):
+                    return [c.text or "" for c in self.client.completions.create(prompt=prompt, **kwargs).choices]
+            else:
+                def call(kwargs=kwargs):
+                    result = self.client.chat.completions.create(messages=prompt, **kwargs)
+                    return [c.message.content or "" for c in result.choices]
+            got = _call_with_retries(call, retries=self.retries, backoff=self.backoff, transient=self._transient,
+                                     explain=self._explain, where=f"{_display_url(self.base_url)}")
+            if not got:
+                raise TeacherError(f"{_display_url(self.base_url)} answered with no choices for model "
+                                   f"{self.model!r}: check that it serves completions for this model.")
+            outs.extend(got[:want])
+        return outs
+
+    @staticmethod
+    def _transient(exc: Exception) -> bool:
         import openai
 
-        kwargs = dict(model=self.model, n=n, temperature=temperature, max_tokens=max_new_tokens, seed=seed, stop=STOP)
-        try:
-            if isinstance(prompt, str):
-                result = self.client.completions.create(prompt=prompt, **kwargs)
-                return [c.text for c in result.choices]
-            result = self.client.chat.completions.create(messages=prompt, **kwargs)
-            return [c.message.content or "" for c in result.choices]
-        except openai.APIConnectionError as exc:
-            raise TeacherError(f"No OpenAI-compatible server answers at {self.base_url}. Start it or set "
-                               "OPENAI_BASE_URL.") from exc
-        except openai.AuthenticationError as exc:
-            raise TeacherError(f"{self.base_url} refused the API key: check OPENAI_API_KEY.") from exc
-        except openai.NotFoundError as exc:
-            raise TeacherError(f"{self.base_url} does not serve model {self.model!r}: check the name.") from exc
-        except openai.APIStatusError as exc:
-            raise TeacherError(f"{self.base_url} answered {exc.status_code} for model {self.model!r}: {exc.message}") from exc
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code in _TRANSIENT_STATUS
+        return isinstance(exc, openai.APIConnectionError)  # refused, reset and timed out alike
+
+    def _explain(self, exc: Exception, tries: int) -> str | None:
+        import openai
+
+        url, model = _display_url(self.base_url), self.model
+        if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError: it is a subclass
+            return (f"The OpenAI-compatible server at {url} did not answer within the timeout of "
+                    f"{self.timeout:g} s for model {model!r}{_tries(tries)}. A busy or slow server can take "
+                    "longer: raise the timeout, e.g. OpenAITeacher(..., timeout=600), or lower max_new_tokens.")
+        if isinstance(exc, openai.APIConnectionError):
+            return (f"No OpenAI-compatible server answers at {url}{_tries(tries)}. Start it (e.g. "
+                    "`python -m llama_cpp.server --model FILE.gguf`, `vllm serve MODEL`) or set OPENAI_BASE_URL "
+                    "to where it runs (it usually ends in /v1).")
+        if isinstance(exc, openai.APIStatusError):
+            status, detail = exc.status_code, _excerpt(exc.response.text, self._secret)
+            if status in (401, 403):
+                return (f"{url} refused the request for model {model!r} ({status}: {detail}). Check OPENAI_API_KEY "
+                        "(or pass api_key=...): it must be a key this server accepts.")
+            if status == 404:
+                return (f"{url} answered 404 for model {model!r} ({detail}). Check the model name (GET "
+                        f"{url}/models lists what the server serves) and that the base URL ends in /v1.")
+            if status == 429:
+                return (f"{url} kept answering 429 (rate limited) for model {model!r}{_tries(tries)}: {detail}. "
+                        f"Lower concurrency (now {self.concurrency}), raise backoff, or check your quota.")
+            if status >= 500:
+                return (f"{url} answered {status} for model {model!r}{_tries(tries)}: {detail}. "
+                        "Check the server's log.")
+            return f"{url} rejected the request for model {model!r} ({status}): {detail}."
+        return None
 
 
 BACKENDS = {"llamacpp": LlamaCppTeacher, "transformers": TransformersTeacher,
