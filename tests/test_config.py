@@ -49,7 +49,7 @@ def test_overrides_apply():
     [
         ({"profile": "huge"}, "Valid profiles: tiny, colab, paper"),
         ({"task": "nope"}, "Valid tasks: arith"),
-        ({"teacher_backend": "gpt"}, "Valid choices: llamacpp, transformers, ollama, openai"),
+        ({"teacher_backend": "gpt"}, "Valid choices: llamacpp, transformers, ollama, openai, vllm"),
         ({"student_family": "rnn"}, "Valid choices: causal, seq2seq"),
         ({"modes": ("dss", "magic")}, "Valid modes: standard, distill, dss"),
         ({"alpha": 1.5}, "alpha must lie in [0, 1]"),

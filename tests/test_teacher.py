@@ -31,8 +31,21 @@ class CountingTeacher(Teacher):
 
 
 def test_unknown_backend_lists_choices():
-    with pytest.raises(ValueError, match="Valid backends: llamacpp, transformers, ollama, openai"):
+    with pytest.raises(ValueError, match="Valid backends: llamacpp, transformers, ollama, openai, vllm"):
         load_teacher("gpt", "x")
+
+
+def test_vllm_backend_is_optional_and_says_how_to_get_it():
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vllm is installed here")
+    except ImportError:
+        pass
+    from utils.teacher import TeacherError
+
+    with pytest.raises(TeacherError, match="pip install vllm"):
+        load_teacher("vllm", "smollm2-135m-instruct")
 
 
 def test_cache_skips_what_is_cached(tmp_path):

@@ -27,7 +27,7 @@ class RunConfig:
     task: str = "arith"  # a name from utils.tasks.TASK_NAMES
     seed: int = 123  # one seed for data order, sampling and initialisation
     # --- teacher (notebook 01) ---
-    teacher_backend: str = "llamacpp"  # llamacpp | transformers | ollama | openai
+    teacher_backend: str = "llamacpp"  # llamacpp | transformers | ollama | openai | vllm (GPU, optional)
     teacher_model: str = "smollm2-135m-instruct"  # bundled name, hub id, local path or server tag
     teacher_base_url: str | None = None  # server address for ollama/openai; None: env or default
     n_shots: int = 6  # few-shot CoT exemplars in the prompt
@@ -46,7 +46,7 @@ class RunConfig:
     student_layers: int | None = 6  # keep this many of the start model's layers (None: all)
     modes: tuple[str, ...] = ("standard", "distill", "dss")  # which students notebook 03 trains
     alpha: float = 0.5  # dss loss = alpha * L_label + (1 - alpha) * L_rationale
-    epochs: float = 3.0  # passes over the training rows
+    epochs: float = 6.0  # passes over the training rows
     learning_rate: float = 3e-4  # AdamW peak learning rate (linear decay)
     batch_size: int = 16  # rows per step (label and rationale rows together)
     max_source_length: int = 128  # input tokens kept
@@ -109,7 +109,7 @@ PROFILES: dict[str, dict] = {
 }
 
 VALID_CHOICES = {
-    "teacher_backend": ("llamacpp", "transformers", "ollama", "openai"),
+    "teacher_backend": ("llamacpp", "transformers", "ollama", "openai", "vllm"),
     "student_family": ("causal", "seq2seq"),
     "rationale_policy": ("all", "correct", "gold"),
 }

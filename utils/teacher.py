@@ -410,8 +410,40 @@ class OpenAITeacher(Teacher):
         return None
 
 
+class VLLMTeacher(Teacher):
+    """Offline batch generation with vLLM on a GPU (optional: ``pip install vllm``; never required).
+
+    vLLM schedules the whole prompt list at once (continuous batching), which is the fastest
+    way to annotate a large training set on one machine with a GPU.
+    """
+
+    backend = "vllm"
+
+    def __init__(self, model: str, **engine_kwargs):
+        super().__init__(model)
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise TeacherError("The vllm backend needs vLLM, which is not installed (it needs a CUDA GPU): "
+                               "pip install vllm. On a CPU use llamacpp or transformers.") from exc
+        from utils.models import resolve_model
+
+        # trust_remote_code stays off: a model that needs it must be opted into by the user.
+        self.llm = LLM(model=resolve_model(model), trust_remote_code=False, **engine_kwargs)
+
+    def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=64, seed=0):
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, seed=seed, stop=STOP)
+        if all(isinstance(p, str) for p in prompts):
+            results = self.llm.generate(prompts, params)
+        else:
+            results = self.llm.chat(prompts, params)
+        return [[choice.text for choice in result.outputs] for result in results]
+
+
 BACKENDS = {"llamacpp": LlamaCppTeacher, "transformers": TransformersTeacher,
-            "ollama": OllamaTeacher, "openai": OpenAITeacher}
+            "ollama": OllamaTeacher, "openai": OpenAITeacher, "vllm": VLLMTeacher}
 
 
 def _cut_stop(text: str) -> str:
