@@ -48,7 +48,7 @@ def test_overrides_apply():
     ("kwargs", "message"),
     [
         ({"profile": "huge"}, "Valid profiles: tiny, colab, paper"),
-        ({"task": "nope"}, "Valid tasks: arith"),
+        ({"task": "nope"}, "Valid tasks: arith, svamp, cqa, esnli, anli1"),
         ({"teacher_backend": "gpt"}, "Valid choices: llamacpp, transformers, ollama, openai, vllm"),
         ({"student_family": "rnn"}, "Valid choices: causal, seq2seq"),
         ({"modes": ("dss", "magic")}, "Valid modes: standard, distill, dss"),

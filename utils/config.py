@@ -24,7 +24,7 @@ class RunConfig:
     """Every knob of a run. Profiles below fill it; the comments say what each value means."""
 
     profile: str = "tiny"  # tiny | colab | paper
-    task: str = "arith"  # a name from utils.tasks.TASK_NAMES
+    task: str = "arith"  # arith (bundled) | svamp | cqa | esnli | anli1 (the paper's; hub or local files)
     seed: int = 123  # one seed for data order, sampling and initialisation
     # --- teacher (notebook 01) ---
     teacher_backend: str = "llamacpp"  # llamacpp | transformers | ollama | openai | vllm (GPU, optional)
@@ -138,10 +138,10 @@ def load_config(profile: str | None = None, **overrides) -> RunConfig:
 
 def validate_config(config: RunConfig) -> None:
     """Check the values that have a closed set of choices or a range."""
-    from utils.tasks import TASK_NAMES
+    from utils.tasks import ALL_TASK_NAMES
 
-    if config.task not in TASK_NAMES:
-        raise ValueError(f"Unknown task {config.task!r}. Valid tasks: {', '.join(TASK_NAMES)}.")
+    if config.task not in ALL_TASK_NAMES:
+        raise ValueError(f"Unknown task {config.task!r}. Valid tasks: {', '.join(ALL_TASK_NAMES)}.")
     for name, choices in VALID_CHOICES.items():
         value = getattr(config, name)
         if value not in choices:

@@ -61,7 +61,7 @@ def export_student(checkpoint: str | Path, out_dir: str | Path, metrics: dict | 
     tokenizer.save_pretrained(out_dir)
     shutil.copy(meta_path, out_dir / "student_meta.json")
     lines = [f"- {k}: {v}" for k, v in (metrics or {}).items()] or ["(not evaluated)"]
-    card = CARD.format(base_model=meta.get("source_model", "unknown"), family=meta["family"], name=out_dir.name,
+    card = CARD.format(base_model=meta.get("base_model") or meta.get("source_model", "unknown"), family=meta["family"], name=out_dir.name,
                        mode=meta["mode"], task=meta["task"], label_prefix=meta["label_prefix"],
                        rationale_prefix=meta["rationale_prefix"], out_dir=out_dir, metrics="\n".join(lines),
                        causal_note=" Causal students read the prompt followed by a newline." if meta["family"] == "causal" else "")

@@ -47,12 +47,12 @@ def bootstrap_ci(correct: list[bool], n_boot: int = 1000, seed: int = 0, level: 
 def evaluate_student(model, tokenizer, split, family: str, task: str = "arith", batch_size: int = 16,
                      max_new_tokens: int = 32) -> dict:
     """Accuracy of a student's greedy labels on a split, with predictions and a 95% interval."""
-    from utils.tasks import answers_match
+    from utils.tasks import task_correct
 
     inputs = list(split["input"])
     golds = list(split["label"])
     preds = generate_predictions(model, tokenizer, inputs, family, LABEL_PREFIX, max_new_tokens, batch_size)
-    correct = [answers_match(p, g) for p, g in zip(preds, golds)]
+    correct = [task_correct(task, p, g) for p, g in zip(preds, golds)]
     return {
         "accuracy": sum(correct) / len(correct) if correct else 0.0,
         "ci95": bootstrap_ci(correct),

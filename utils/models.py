@@ -18,6 +18,15 @@ BUNDLED_MODELS = {
 }
 
 
+# Where each bundled model comes from, for model cards and for users with internet.
+BUNDLED_ORIGINS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+def origin_model_id(name: str | Path) -> str:
+    """The hub id a bundled name stands for; other names pass through."""
+    return BUNDLED_ORIGINS.get(str(name), str(name))
+
+
 def cache_dir() -> Path:
     """Where converted checkpoints live: ``DSS_CACHE``, default ``~/.cache/distill-step-by-step``."""
     root = os.environ.get("DSS_CACHE") or Path.home() / ".cache" / "distill-step-by-step"

@@ -79,7 +79,78 @@ def parse_arith(text: str) -> ParsedCoT:
     return ParsedCoT(body, None, "no answer marker and no number")
 
 
-PARSERS = {"arith": parse_arith, "svamp": parse_arith}
+# A run-on into the next NLI example may start on the same line ("... Answer: neutral Premise: ...").
+_NLI_RUN_ON = re.compile(r"(?<![A-Za-z])Premise\s*:")
+_CHOICE_MARKER = re.compile(r"(?:so\s+)?the\s+(?:final\s+)?answer\s+is\s*:?\s*", re.IGNORECASE)
+_ESNLI_MARKER = re.compile(r"\bAnswer\s*:\s*", re.IGNORECASE)
+_LETTER = re.compile(r"^\(([a-eA-E])\)\s*(.*)$|^([a-eA-E])\)\s*(.*)$")
+
+
+def _cut_nli_run_on(text: str) -> str:
+    """`cut_run_on`, then also stop at a `Premise:` the model starts on the same line."""
+    body = cut_run_on(text)
+    match = _NLI_RUN_ON.search(body, 1)
+    return body[: match.start()] if match else body
+
+
+def _label_after(marker_end: int, body: str) -> str:
+    """The short label that follows an answer marker: its first line, up to the first sentence end."""
+    rest = body[marker_end:].strip().split("\n", 1)[0].strip()
+    rest = re.split(r"(?<=[A-Za-z)])\.(?:\s|$)", rest, maxsplit=1)[0]
+    return rest.strip(" .\"'`*")
+
+
+def _last(pattern: re.Pattern, text: str) -> re.Match | None:
+    matches = list(pattern.finditer(text))
+    return matches[-1] if matches else None
+
+
+def parse_choice(text: str) -> ParsedCoT:
+    """Parse a classification answer: ``<rationale> So the answer is <label>.`` (CQA, ANLI).
+
+    A leading choice letter is kept apart from the text: ``So the answer is (b) bank.`` gives
+    ``bank``; a bare ``(b)`` gives ``(b)`` (``utils.tasks.cqa_choice_text`` maps it to the choice
+    text). The output is cut where the model runs on into the next ``Q:`` or ``Premise:``.
+    """
+    body = _cut_nli_run_on(text).strip()
+    if not body:
+        return ParsedCoT("", None, "empty output")
+    match = _last(_CHOICE_MARKER, body)
+    if not match:
+        return ParsedCoT(body, None, "no 'So the answer is' marker")
+    rationale = body[: match.start()].strip()
+    label = _label_after(match.end(), body)
+    letter = _LETTER.match(label)
+    if letter:
+        code = (letter.group(1) or letter.group(3)).lower()
+        label = (letter.group(2) or letter.group(4) or "").strip(" .\"'`*") or f"({code})"
+    if not label:
+        return ParsedCoT(rationale, None, "nothing after the answer marker")
+    return ParsedCoT(rationale, label)
+
+
+def parse_esnli(text: str) -> ParsedCoT:
+    """Parse an e-SNLI answer: ``<rationale> Answer: <label>``, often run on into the next ``Premise:``.
+
+    Falls back on the ``So the answer is <label>`` form; without either marker the label is None.
+    """
+    body = _cut_nli_run_on(text).strip()
+    if not body:
+        return ParsedCoT("", None, "empty output")
+    match = _last(_ESNLI_MARKER, body)
+    if not match:
+        fallback = parse_choice(body)
+        if fallback.label is not None:
+            return fallback
+        return ParsedCoT(body, None, "no 'Answer:' marker")
+    rationale = body[: match.start()].strip()
+    label = _label_after(match.end(), body)
+    if not label:
+        return ParsedCoT(rationale, None, "nothing after 'Answer:'")
+    return ParsedCoT(rationale, label)
+
+
+PARSERS = {"arith": parse_arith, "svamp": parse_arith, "cqa": parse_choice, "anli1": parse_choice, "esnli": parse_esnli}
 
 
 def parse_cot(text: str, task: str) -> tuple[str, str | None]:
@@ -98,7 +169,11 @@ def parse_cot_detailed(text: str, task: str) -> ParsedCoT:
 
 
 def label_key(label: str | None, task: str) -> str | None:
-    """What two labels must share to count as the same vote (the value, for equations)."""
+    """What two labels must share to count as the same vote.
+
+    The value for equations; the normalised label (``utils.tasks.normalize_label``) for CQA and
+    NLI, where an NLI label outside entailment / neutral / contradiction gives None (invalid).
+    """
     if label is None:
         return None
     if task in ("arith", "svamp"):
@@ -108,6 +183,12 @@ def label_key(label: str | None, task: str) -> str | None:
             return f"{safe_eval(label):.6g}"
         except UnsafeExpression:
             return None
+    if task in ("cqa", "esnli", "anli1"):
+        from utils.tasks import NLI_LABELS, normalize_label
+
+        key = normalize_label(task, label)
+        # An NLI answer outside the three classes is not a valid vote (like an equation without a value).
+        return None if task != "cqa" and key not in NLI_LABELS else key
     return label.strip().lower()
 
 

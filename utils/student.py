@@ -49,12 +49,13 @@ def build_rows(split, mode: str, label_source: str = "gold") -> list[dict]:
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
     use_teacher = mode == "distill" or (mode == "dss" and label_source == "teacher")
     rows = []
-    for ex in split:
+    for index, ex in enumerate(split):
         label = ex["teacher_label"] if use_teacher else ex["label"]
         if label:
-            rows.append({"source": LABEL_PREFIX + ex["input"], "target": label, "task": 0})
+            rows.append({"source": LABEL_PREFIX + ex["input"], "target": label, "task": 0, "example": index})
         if mode == "dss" and ex["rationale"]:
-            rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": ex["rationale"], "task": 1})
+            rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": ex["rationale"], "task": 1,
+                         "example": index})
     if mode == "dss" and not any(r["task"] == 1 for r in rows):
         raise ValueError("Mode 'dss' needs rationales, but no training row has one. Check the teacher "
                          "records (notebook 01) or use rationale_policy='all', or train mode 'standard'.")
@@ -76,6 +77,7 @@ def tokenize_rows(rows: list[dict], tokenizer, family: str, max_source: int, max
             out.append({"input_ids": ids, "labels": [IGNORE] * len(src_ids) + tgt, "task": row["task"]})
         else:
             out.append({"input_ids": src_ids, "labels": tgt, "task": row["task"]})
+        out[-1]["example"] = row.get("example", len(out) - 1)
     return out
 
 
@@ -160,16 +162,21 @@ class MultiTaskTrainer(Trainer):
 
 
 def _length_grouped(rows: list[dict], batch_size: int, seed: int) -> list[dict]:
-    """Shuffle, then sort within windows of a few batches so each batch pads little."""
+    """The order rows are trained in: an example's label and rationale rows stay next to each other
+    (so both tasks of an example share a batch and a forward pass), examples are shuffled, then
+    sorted by length within windows of a few batches so each batch pads little."""
     import random
 
-    rng = random.Random(seed)
-    rows = rows[:]
-    rng.shuffle(rows)
-    window = batch_size * 8
+    units: dict[int, list[dict]] = {}
+    for row in rows:
+        units.setdefault(row["example"], []).append(row)
+    order = list(units.values())
+    random.Random(seed).shuffle(order)
+    window = max(1, batch_size * 8 // 2)
     grouped = []
-    for start in range(0, len(rows), window):
-        grouped.extend(sorted(rows[start : start + window], key=lambda r: len(r["input_ids"])))
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda unit: max(len(r["input_ids"]) for r in unit))
+        grouped.extend(row for unit in chunk for row in unit)
     return grouped
 
 
@@ -195,7 +202,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
 
     from utils.config import pick_device, seed_everything, use_bf16
     from utils.data import check_columns
-    from utils.models import count_parameters, load_model, load_tokenizer
+    from utils.models import count_parameters, load_model, load_tokenizer, origin_model_id
 
     if not 0.0 <= config.alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {config.alpha}.")
@@ -238,7 +245,8 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
     trainer.model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     meta = {"mode": mode, "family": family, "alpha": config.alpha, "label_prefix": LABEL_PREFIX,
-            "rationale_prefix": RATIONALE_PREFIX, "task": config.task, "source_model": str(source)}
+            "rationale_prefix": RATIONALE_PREFIX, "task": config.task, "source_model": str(source),
+            "base_model": origin_model_id(config.student_model), "student_layers": config.student_layers}
     (output_dir / "student_meta.json").write_text(json.dumps(meta, indent=2))
     result = TrainResult(str(output_dir), mode, family, count_parameters(trainer.model), seconds,
                          trainer.target_tokens, trainer.target_tokens / max(seconds, 1e-9),

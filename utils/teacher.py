@@ -531,7 +531,11 @@ def generate_rationales(teacher: Teacher, task: str, examples: list[dict], cache
     the vote and, when the gold label is known, a rationale whose answer is correct.
     ``seed_caches`` are read-only caches consulted first (the course ships one for ``tiny``).
     """
-    from utils.tasks import answers_match
+    from functools import partial
+
+    from utils.tasks import task_correct
+
+    answers_match = partial(task_correct, task)
 
     cache = GenerationCache(cache_path, seed_caches)
     greedy = {"temperature": 0.0, "max_new_tokens": max_new_tokens, "seed": seed}
