@@ -106,6 +106,9 @@ def test_short_training_lowers_both_losses_and_reloads(tiny_student, tmp_path):
     for task in ("loss_label", "loss_rationale"):
         logs = [h[task] for h in result.log_history if task in h]
         assert len(logs) >= 2 and logs[-1] < logs[0], f"{task} did not fall: {logs}"
+    steps = [h for h in result.log_history if "loss" in h]
+    assert steps and all(h["target_tokens_per_second"] > 0 for h in steps)  # the training log's rate
+    assert not (tmp_path / "out" / "checkpoints").exists()  # checkpoints go once the final model is saved
     from utils.evaluation import generate_predictions
 
     trained = load_model(tmp_path / "out")
@@ -113,3 +116,221 @@ def test_short_training_lowers_both_losses_and_reloads(tiny_student, tmp_path):
     inputs = list(data["train"]["input"][:2])
     assert generate_predictions(trained, tokenizer, inputs, "causal", max_new_tokens=8) == \
         generate_predictions(again, tokenizer, inputs, "causal", max_new_tokens=8)
+
+
+# --- options, errors and settings (no model needed) ----------------------------------------------
+
+
+def test_label_source_gold_by_default_or_teacher():
+    split = _split(2)
+    gold = [r["target"] for r in build_rows(split, "dss") if r["task"] == 0]
+    teacher = [r["target"] for r in build_rows(split, "dss", label_source="teacher") if r["task"] == 0]
+    assert gold == ["( 2 + 3 )", "( 3 + 3 )"] and teacher == ["( 2 + 4 )", "( 3 + 4 )"]
+    # the rationales are the teacher's either way; standard and distill ignore the setting
+    assert [r["target"] for r in build_rows(split, "dss", "teacher") if r["task"] == 1] == ["2 + 3 = 5.", "3 + 3 = 6."]
+    assert build_rows(split, "distill", "gold") == build_rows(split, "distill", "teacher")
+    assert build_rows(split, "standard", "teacher") == build_rows(split, "standard")
+    with pytest.raises(ValueError, match="Valid choices: gold, teacher"):
+        build_rows(split, "dss", label_source="human")
+
+
+def test_train_student_checks_its_settings_before_loading_anything(tmp_path):
+    data = DatasetDict({"train": _split(2)})
+    missing = str(tmp_path / "never-built")  # would fail to load: each check must come first
+    cases = [({"extra": {"label_source": "oracle"}}, "label_source"),
+             ({"extra": {"lora": {"rank": 4}}}, "Unknown LoRA setting"),
+             ({"alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
+             ({"student_family": "rnn"}, "Valid families: causal, seq2seq")]
+    for changes, message in cases:
+        config = load_config("tiny")
+        for key, value in changes.items():
+            setattr(config, key, value)  # past load_config's own validation, as a notebook user could
+        with pytest.raises(ValueError, match=message):
+            train_student(data, config, "dss", tmp_path / "out", init=missing)
+    with pytest.raises(ValueError, match="Valid modes"):
+        train_student(data, load_config("tiny"), "magic", tmp_path / "out", init=missing)
+
+
+def test_a_model_that_does_not_exist_is_a_clear_oserror(tmp_path):
+    data = DatasetDict({"train": _split(2)})
+    with pytest.raises(OSError, match="Could not load model"):
+        train_student(data, load_config("tiny"), "standard", tmp_path / "out", init=str(tmp_path / "no-such-model"))
+
+
+def test_training_arguments_follow_use_bf16_and_the_checkpoint_settings(monkeypatch, tmp_path):
+    import utils.config
+    from utils.student import training_arguments
+
+    config = load_config("tiny", batch_size=4, epochs=2.0)
+    for flag in (False, True):
+        monkeypatch.setattr(utils.config, "use_bf16", lambda device, flag=flag: flag)
+        assert training_arguments(config, tmp_path, 16).bf16 is flag
+    monkeypatch.setattr(utils.config, "use_bf16", lambda device: False)
+    args = training_arguments(config, tmp_path, 16)
+    assert args.disable_tqdm is False and args.save_total_limit == 2
+    assert args.save_strategy == "epoch" and args.output_dir == str(tmp_path / "checkpoints")
+    assert (args.warmup_steps, args.logging_steps) == (1, 2)  # the schedule the tiny results used
+    config.extra = {"save_steps": 3}
+    args = training_arguments(config, tmp_path, 16, has_eval=True)
+    assert (args.save_strategy, args.save_steps, args.eval_strategy, args.eval_steps) == ("steps", 3, "steps", 3)
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
+
+
+def test_last_checkpoint_skips_one_whose_save_was_cut_short(tmp_path):
+    from utils.student import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "none") is None
+    for step, files in ((2, "all"), (4, "all"), (6, "no state")):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in ("model.safetensors", "optimizer.pt", "scheduler.pt"):
+            (folder / name).write_text("x")
+        if files == "all":
+            (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-6" / "trainer_state.json").write_text('{"log_hist')  # killed mid-write
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+
+
+# --- real (small) models --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory):
+    from utils.models import make_t5_student
+
+    corpus = ["[label] [rationale]"] + [f"{ex['input']} {ex['label']} {ex['rationale']}" for ex in _split(8)]
+    path = make_t5_student(corpus, tmp_path_factory.mktemp("t5") / "t5", d_model=64, n_layers=2, n_heads=2, d_ff=128)
+    return path, load_tokenizer(path)
+
+
+def _two_forward_loss(model, batch, family, alpha):
+    """The paper's step: one forward pass per task, each with full logits and the model's own loss."""
+    losses = []
+    for task_id in (0, 1):
+        sel = batch["task"] == task_id
+        width = int(batch["attention_mask"][sel].sum(1).max())
+        labels = batch["labels"][sel]
+        labels = labels[:, :width] if family == "causal" else labels[:, : int((labels != IGNORE).sum(1).max())]
+        out = model(input_ids=batch["input_ids"][sel][:, :width], attention_mask=batch["attention_mask"][sel][:, :width],
+                    labels=labels)
+        losses.append(out.loss)
+    return alpha * losses[0] + (1 - alpha) * losses[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["causal", "seq2seq"])
+def test_one_forward_pass_equals_the_papers_two(family, tiny_student, tiny_t5):
+    path, tokenizer = tiny_student if family == "causal" else tiny_t5
+    model = load_model(path, family).eval()
+    rows = build_rows(_split(4), "dss")
+    batch = MultiTaskCollator(tokenizer.pad_token_id)(tokenize_rows(rows, tokenizer, family, 64, 32))
+    with torch.no_grad():
+        ce, token_task = token_losses(model, batch, family)
+        for alpha in (0.0, 0.3, 1.0):
+            ours, _ = multitask_loss(ce, token_task, alpha)
+            assert ours.item() == pytest.approx(_two_forward_loss(model, batch, family, alpha).item(), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_chat_template_prompt_format(tiny_student, tiny_t5, tmp_path):
+    from transformers import AutoConfig
+
+    from utils.student import format_prompt, trained_with_chat_template
+
+    path, tokenizer = tiny_student
+    source = LABEL_PREFIX + "Tom has 2 apples."
+    assert format_prompt(tokenizer, source, "causal") == source + "\n"  # the default: the tiny results' format
+    assert format_prompt(tiny_t5[1], source, "seq2seq", chat=True) == source
+    chat = format_prompt(tokenizer, source, "causal", chat=True)
+    assert tokenizer.chat_template and chat == tokenizer.apply_chat_template(
+        [{"role": "user", "content": source}], tokenize=False, add_generation_prompt=True)
+    assert source in chat and chat.rstrip().endswith("assistant")
+    rows = build_rows(_split(1), "dss")
+    for row, feat in zip(rows, tokenize_rows(rows, tokenizer, "causal", 256, 32, chat=True)):
+        n_src = len(tokenizer(format_prompt(tokenizer, row["source"], "causal", True), add_special_tokens=False)["input_ids"])
+        target = tokenizer(row["target"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        assert feat["labels"] == [IGNORE] * n_src + target
+    plain = load_tokenizer(path)
+    plain.chat_template = None
+    assert format_prompt(plain, source, "causal", chat=True) == source + "\n"  # no template: the plain format
+    config = AutoConfig.from_pretrained(path)
+    config.dss_chat_template = True  # what train_student records in a chat-trained student
+    config.save_pretrained(tmp_path)
+    assert trained_with_chat_template(type("M", (), {"config": AutoConfig.from_pretrained(tmp_path)})())
+    with pytest.raises(ValueError, match="Valid families"):
+        format_prompt(tokenizer, source, "rnn")
+
+
+@pytest.mark.slow
+def test_lora_targets_and_token_losses_through_the_peft_wrapper(tiny_student, tiny_t5):
+    from utils.student import apply_lora, lora_targets
+
+    for (path, tokenizer), family, targets in ((tiny_student, "causal", ["q_proj", "v_proj"]),
+                                                (tiny_t5, "seq2seq", ["q", "v"])):
+        model = load_model(path, family).eval()
+        assert lora_targets(model) == targets
+        batch = MultiTaskCollator(tokenizer.pad_token_id)(tokenize_rows(build_rows(_split(2), "dss"), tokenizer,
+                                                                        family, 64, 32))
+        with torch.no_grad():
+            plain, _ = token_losses(model, batch, family)
+            wrapped = apply_lora(model, family, {"r": 4, "alpha": 8})
+            through_peft, _ = token_losses(wrapped, batch, family)
+        assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) < 0.05 * sum(
+            p.numel() for p in wrapped.parameters())
+        assert torch.allclose(plain, through_peft, atol=1e-5)  # LoRA starts as the identity (B = 0)
+
+
+@pytest.mark.slow
+def test_lora_trains_and_merges_into_a_plain_checkpoint(tiny_student, tmp_path):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from utils.evaluation import generate_predictions
+
+    path, tokenizer = tiny_student
+    data = DatasetDict({"train": _split(8)})
+    config = load_config("tiny", epochs=2.0, batch_size=8, learning_rate=1e-2,
+                         extra={"lora": True, "keep_checkpoints": True})
+    result = train_student(data, config, "dss", tmp_path / "out", init=str(path))
+    out = tmp_path / "out"
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").exists()
+    last = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))[-1]
+    adapters = load_file(last / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in adapters.items())  # the adapters learned
+    assert result.log_history[-1]["train_loss"] > 0
+    peft_model = PeftModel.from_pretrained(load_model(path), last).eval()
+    merged = load_model(out).eval()
+    batch = MultiTaskCollator(tokenizer.pad_token_id)(tokenize_rows(build_rows(_split(3), "dss"), tokenizer,
+                                                                    "causal", 64, 32))
+    with torch.no_grad():
+        before = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        after = merged(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(before, after, atol=1e-4)
+    inputs = list(data["train"]["input"][:3])
+    assert generate_predictions(peft_model, tokenizer, inputs, "causal", max_new_tokens=8) == \
+        generate_predictions(merged, tokenizer, inputs, "causal", max_new_tokens=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("MPS backend out of memory (MPS allocated: 9 GB)")])
+def test_out_of_memory_names_the_settings_to_lower(error, tiny_t5, monkeypatch, tmp_path):
+    from utils.student import MultiTaskTrainer
+
+    def run_out_of_memory(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(MultiTaskTrainer, "train", run_out_of_memory)
+    config = load_config("tiny", student_family="seq2seq", batch_size=4)
+    with pytest.raises(MemoryError) as info:
+        train_student(DatasetDict({"train": _split(4)}), config, "dss", tmp_path / "out", init=str(tiny_t5[0]))
+    for setting in ("batch_size=4", "max_source_length", "max_target_length", "student_layers", "lora", "resume=True"):
+        assert setting in str(info.value)
+    assert info.value.__cause__ is error
+
+    def fail_otherwise(self, *args, **kwargs):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(MultiTaskTrainer, "train", fail_otherwise)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors pass through unchanged
+        train_student(DatasetDict({"train": _split(4)}), config, "dss", tmp_path / "out", init=str(tiny_t5[0]))

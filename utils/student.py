@@ -5,12 +5,27 @@ Each training example becomes up to two rows: ``[label] <input>`` -> label and, 
 forward pass; the loss is ``alpha * L_label + (1 - alpha) * L_rationale``, each term the mean
 over that task's target tokens. Because this is a plain ``Trainer``, ``accelerate launch`` and
 ``torchrun`` scale it out unchanged.
+
+Options that live in ``config.extra`` (all off or at their default unless set):
+
+- ``label_source``: ``"gold"`` (default, the paper's main setting: gold labels plus teacher
+  rationales) or ``"teacher"`` (teacher labels plus teacher rationales). Only ``dss`` reads it:
+  ``standard`` always learns gold labels and ``distill`` always learns teacher labels.
+- ``chat_template``: ``True`` wraps causal prompts in the model's chat template (when its
+  tokenizer has one) instead of the plain ``"<prefix><input>\\n"``; see ``format_prompt``.
+- ``lora``: ``True`` or ``{"r": 8, "alpha": 16, "dropout": 0.0, "targets": [...]}`` trains LoRA
+  adapters through ``peft`` and merges them before saving, so the saved student is a plain model.
+- ``save_steps``: save a checkpoint every N optimizer steps (default: once per epoch; at most two
+  are kept). ``keep_checkpoints``: keep them after a successful run (default: removed, since the
+  final model is saved next to them and a checkpoint of the 6-layer tiny student is about 0.6 GB).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +36,15 @@ from transformers import Trainer, TrainingArguments
 LABEL_PREFIX = "[label] "
 RATIONALE_PREFIX = "[rationale] "
 MODES = ("standard", "distill", "dss")
+FAMILIES = ("causal", "seq2seq")
+LABEL_SOURCES = ("gold", "teacher")
 IGNORE = -100
+LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": None}  # targets None: per model, see lora_targets
 
 
 @dataclass
 class TrainResult:
-    """What a training run leaves behind."""
+    """What a training run leaves behind (seconds and tokens count this call only, also when resumed)."""
 
     output_dir: str
     mode: str
@@ -36,6 +54,12 @@ class TrainResult:
     target_tokens: int
     tokens_per_second: float
     log_history: list = field(default_factory=list)
+    resumed_from: str | None = None
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown student family {family!r}. Valid families: {', '.join(FAMILIES)}.")
 
 
 def build_rows(split, mode: str, label_source: str = "gold") -> list[dict]:
@@ -47,6 +71,8 @@ def build_rows(split, mode: str, label_source: str = "gold") -> list[dict]:
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
+    if label_source not in LABEL_SOURCES:
+        raise ValueError(f"Unknown label_source {label_source!r}. Valid choices: {', '.join(LABEL_SOURCES)}.")
     use_teacher = mode == "distill" or (mode == "dss" and label_source == "teacher")
     rows = []
     for index, ex in enumerate(split):
@@ -64,12 +90,35 @@ def build_rows(split, mode: str, label_source: str = "gold") -> list[dict]:
     return rows
 
 
-def tokenize_rows(rows: list[dict], tokenizer, family: str, max_source: int, max_target: int) -> list[dict]:
+def format_prompt(tokenizer, source: str, family: str, chat: bool = False) -> str:
+    """The text a student reads for ``source`` (a prefix plus an input), in training and at inference.
+
+    Seq2seq students read ``source`` itself. Causal students read ``source + "\\n"`` and continue
+    with the target; with ``chat=True`` and a tokenizer that has a chat template, they read
+    ``source`` as a user turn followed by the opening of the assistant turn instead.
+    """
+    _check_family(family)
+    if family != "causal":
+        return source
+    if chat and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": source}], tokenize=False,
+                                             add_generation_prompt=True)
+    return source + "\n"
+
+
+def trained_with_chat_template(model) -> bool:
+    """Whether a saved student was trained on chat-template prompts (``format_prompt(chat=True)``)."""
+    return bool(getattr(getattr(model, "config", None), "dss_chat_template", False))
+
+
+def tokenize_rows(rows: list[dict], tokenizer, family: str, max_source: int, max_target: int,
+                  chat: bool = False) -> list[dict]:
     """Token ids, with ``labels`` set to -100 wherever a token must not be learned (the prompt)."""
+    _check_family(family)
     out = []
     eos = tokenizer.eos_token_id
     for row in rows:
-        src = tokenizer(row["source"] + ("\n" if family == "causal" else ""), add_special_tokens=family != "causal")
+        src = tokenizer(format_prompt(tokenizer, row["source"], family, chat), add_special_tokens=family != "causal")
         tgt = tokenizer(row["target"], add_special_tokens=False)["input_ids"][: max_target - 1] + [eos]
         src_ids = src["input_ids"][:max_source]
         if family == "causal":
@@ -101,23 +150,42 @@ class MultiTaskCollator:
                 "task": torch.tensor([f["task"] for f in features], dtype=torch.long)}
 
 
+def unwrap_model(model):
+    """The transformers model inside the wrappers training adds (DDP, DataParallel, a PEFT model)."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif callable(getattr(model, "get_base_model", None)):
+            model = model.get_base_model()
+        else:
+            return model
+
+
 def token_losses(model, batch: dict, family: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-target-token cross-entropy and the task id of each of those tokens.
 
     For causal models the LM head runs only on positions whose next token is a target: the
     vocabulary projection is the largest matrix of a small LM, and prompt positions need none.
+    ``model`` may be wrapped (DDP, PEFT): the forward pass always goes through the wrapper, so
+    DDP synchronises gradients and LoRA adapters take part.
     """
+    _check_family(family)
     labels, task = batch["labels"], batch["task"]
     if family == "causal":
-        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE
-        logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+        # A boolean `logits_to_keep` makes transformers apply the LM head to those positions only.
+        positions = torch.cat([keep, keep.new_zeros((keep.shape[0], 1))], dim=1)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       logits_to_keep=positions).logits
+        if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep returns every position
+            logits = logits[:, :-1][keep]
         token_task = task[:, None].expand_as(targets)[keep]
         return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none"), token_task
-    decoder_labels = labels.masked_fill(labels == IGNORE, model.config.pad_token_id)
+    core = unwrap_model(model)
+    decoder_labels = labels.masked_fill(labels == IGNORE, core.config.pad_token_id)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=decoder_labels))
+                decoder_input_ids=core.prepare_decoder_input_ids_from_labels(labels=decoder_labels))
     keep = labels != IGNORE
     token_task = task[:, None].expand_as(labels)[keep]
     return torch.nn.functional.cross_entropy(out.logits[keep].float(), labels[keep], reduction="none"), token_task
@@ -138,26 +206,54 @@ def multitask_loss(ce: torch.Tensor, token_task: torch.Tensor, alpha: float) -> 
 
 
 class MultiTaskTrainer(Trainer):
-    """A ``Trainer`` whose loss is the step-by-step multi-task loss, logged per task."""
+    """A ``Trainer`` whose loss is the step-by-step multi-task loss, logged per task with target tokens/s.
+
+    Rows arrive pre-ordered (see ``order_rows``), so the sampler is sequential: the order is the
+    same in every run and on resume, and under DDP each process takes every n-th batch of it.
+    """
 
     def __init__(self, *args, alpha: float = 0.5, family: str = "causal", **kwargs):
         super().__init__(*args, **kwargs)
         self.alpha, self.family = alpha, family
         self._sums: dict[str, list[float]] = {}
         self.target_tokens = 0
+        self._tokens_since_log = 0
+        self._clock = time.perf_counter()
+        self.loss_is_scaled_for_ga = False  # the loss is a per-batch mean: Trainer divides it for accumulation
+
+    def _get_train_sampler(self, train_dataset=None):
+        return torch.utils.data.SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+    def train(self, *args, **kwargs):
+        self._clock, self._tokens_since_log = time.perf_counter(), 0
+        return super().train(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ce, token_task = token_losses(model, inputs, self.family)
         loss, parts = multitask_loss(ce, token_task, self.alpha)
-        self.target_tokens += int(ce.numel())
-        for name, value in parts.items():
-            self._sums.setdefault(name, []).append(value)
-        return (loss, None) if return_outputs else loss
+        if model.training:  # evaluation batches count neither as training tokens nor in the task losses
+            self.target_tokens += int(ce.numel())
+            self._tokens_since_log += int(ce.numel())
+            for name, value in parts.items():
+                self._sums.setdefault(name, []).append(value)
+        return (loss, {}) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
-        for name, values in self._sums.items():
-            logs[f"loss_{name}"] = round(sum(values) / len(values), 4)
+        # Every process calls log() at the same points, so the sums can be reduced across them here.
+        sums = [(sum(self._sums.get(n, [])), len(self._sums.get(n, []))) for n in ("label", "rationale")]
+        tokens = self._tokens_since_log
+        if self.args.world_size > 1:  # the per-task losses and tokens of all processes, not just this one
+            stats = torch.tensor([v for pair in sums for v in pair] + [tokens], device=self.args.device)
+            stats = self.accelerator.reduce(stats, reduction="sum").tolist()
+            sums, tokens = [(stats[0], stats[1]), (stats[2], stats[3])], int(stats[4])
+        for name, (total, count) in zip(("label", "rationale"), sums):
+            if count:
+                logs[f"loss_{name}"] = round(total / count, 4)
         self._sums = {}
+        if "loss" in logs:  # a training-step log: target tokens per second since the previous one
+            now = time.perf_counter()
+            logs["target_tokens_per_second"] = round(tokens / max(now - self._clock, 1e-9), 1)
+            self._clock, self._tokens_since_log = now, 0
         super().log(logs, *args, **kwargs)
 
 
@@ -180,76 +276,263 @@ def _length_grouped(rows: list[dict], batch_size: int, seed: int) -> list[dict]:
     return grouped
 
 
+def global_batch_size(config) -> int:
+    """Rows per optimizer step over all processes: ``batch_size`` per process times the processes.
+
+    ``torchrun`` and ``accelerate launch`` set ``WORLD_SIZE``; it is read here, before the
+    ``TrainingArguments`` exist, because the row order and the schedule are built from it.
+    """
+    return config.batch_size * int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def order_rows(features: list[dict], config) -> list[dict]:
+    """``_length_grouped`` for the global batch: the same order for 1 process with batch 2B as for
+    2 processes with batch B each (each process takes every other batch of B rows)."""
+    return _length_grouped(features, global_batch_size(config), config.seed)
+
+
+def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bool = False,
+                       **overrides) -> TrainingArguments:
+    """The ``TrainingArguments`` of a student run over ``n_rows`` rows (``overrides`` win).
+
+    Checkpoints go to ``output_dir/checkpoints``: every ``config.extra["save_steps"]`` steps, else
+    once per epoch, at most two kept. With a validation set (``has_eval``) the same schedule
+    evaluates, and the checkpoint with the lowest ``eval_loss`` is loaded at the end.
+    """
+    from utils.config import pick_device, use_bf16
+
+    device = pick_device(verbose=False)
+    batch = global_batch_size(config)
+    save_steps = config.extra.get("save_steps")
+    schedule = {"save_strategy": "steps", "save_steps": int(save_steps)} if save_steps else {"save_strategy": "epoch"}
+    if has_eval:
+        schedule |= {"eval_strategy": schedule["save_strategy"], "load_best_model_at_end": True,
+                     "metric_for_best_model": "eval_loss", "greater_is_better": False}
+        if save_steps:
+            schedule["eval_steps"] = int(save_steps)
+    kwargs = dict(
+        output_dir=str(Path(output_dir) / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=max(1, math.ceil(0.05 * config.epochs * n_rows / batch)),  # same float order as the tiny results
+        weight_decay=0.0,
+        logging_steps=max(1, math.ceil(n_rows / batch / 2)),
+        save_total_limit=2,
+        report_to="none",
+        use_cpu=device == "cpu",
+        bf16=use_bf16(device),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        prediction_loss_only=True,
+        dataloader_num_workers=0,
+        disable_tqdm=False,  # the progress bar shows steps, rate and time left
+        seed=config.seed,
+        **schedule,
+    )
+    return TrainingArguments(**{**kwargs, **overrides})
+
+
+def lora_settings(config) -> dict | None:
+    """The LoRA settings ``config.extra["lora"]`` asks for (``True``: the defaults), or None."""
+    spec = config.extra.get("lora")
+    if not spec:
+        return None
+    if spec is True:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"config.extra['lora'] must be True or a dict with keys {list(LORA_DEFAULTS)}, got {spec!r}.")
+    unknown = sorted(set(spec) - set(LORA_DEFAULTS))
+    if unknown:
+        raise ValueError(f"Unknown LoRA setting(s) {unknown}. Valid keys: {', '.join(LORA_DEFAULTS)}.")
+    return {**LORA_DEFAULTS, **spec}
+
+
+def lora_targets(model) -> list[str]:
+    """Default LoRA target modules: the query and value projections (``q_proj``/``v_proj`` in
+    Llama-like models, ``q``/``v`` in T5), as in the LoRA paper."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in unwrap_model(model).named_modules()}
+    for pair in (["q_proj", "v_proj"], ["q", "v"]):
+        if set(pair) <= names:
+            return pair
+    raise ValueError("Could not find query/value projections to adapt in this model. Name them with "
+                     "config.extra['lora'] = {'targets': [...]} (module names, e.g. 'c_attn').")
+
+
+def apply_lora(model, family: str, settings: dict | bool = True):
+    """Wrap ``model`` in LoRA adapters (``peft``); only the adapters train."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    _check_family(family)
+    settings = {**LORA_DEFAULTS, **({} if settings is True else settings)}
+    lora_config = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
+                             target_modules=list(settings["targets"] or lora_targets(model)),
+                             task_type=TaskType.CAUSAL_LM if family == "causal" else TaskType.SEQ_2_SEQ_LM)
+    return get_peft_model(model, lora_config)
+
+
+def merge_lora(model):
+    """A plain transformers model with the LoRA adapters folded into its weights (no-op without LoRA)."""
+    return model.merge_and_unload() if callable(getattr(model, "merge_and_unload", None)) else model
+
+
 def prepare_student_init(config) -> str:
     """The checkpoint a student starts from: a layer subset of ``student_model`` when
     ``student_layers`` is set (causal students), else ``student_model`` itself."""
+    from filelock import FileLock
+
     from utils.models import cache_dir, make_layer_subset_student
 
     if config.student_family == "causal" and config.student_layers:
         safe = str(config.student_model).strip("/").replace("/", "--")
         out = cache_dir() / "students" / f"{safe}-{config.student_layers}layers"
-        return str(make_layer_subset_student(config.student_model, config.student_layers, out))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(out) + ".lock"):  # several processes (torchrun) may ask at once; one builds it
+            return str(make_layer_subset_student(config.student_model, config.student_layers, out))
     return str(config.student_model)
 
 
+def _complete_checkpoint(path: Path) -> bool:
+    """Whether a checkpoint folder was written to the end (``trainer_state.json`` is written last)."""
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    weights = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
+    return (path / "optimizer.pt").exists() and (path / "scheduler.pt").exists() and any(
+        (path / w).exists() for w in weights)
+
+
+def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-<step>`` folder, or None; a run killed while saving leaves
+    an incomplete one behind, which is skipped."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return None
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if _complete_checkpoint(path):
+            return str(path)
+    return None
+
+
+def _drop_incomplete_checkpoints(checkpoint_dir: Path) -> None:
+    for path in checkpoint_dir.glob("checkpoint-*"):
+        if path.is_dir() and not _complete_checkpoint(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
+def _out_of_memory_message(config, lora: dict | None, checkpoint_dir: Path) -> str:
+    return (f"Out of memory while training the student (batch_size={config.batch_size}, "
+            f"max_source_length={config.max_source_length}, max_target_length={config.max_target_length}, "
+            f"student_layers={config.student_layers}, lora={'on' if lora else 'off'}). Lower batch_size first, "
+            "then max_source_length / max_target_length or student_layers, or train LoRA adapters only "
+            "(config.extra['lora'] = True). Checkpoints saved so far are in "
+            f"{checkpoint_dir}; train_student(..., resume=True) continues from the last one.")
+
+
+def _eval_rows(split, mode: str, label_source: str) -> list[dict]:
+    """Validation rows: those of ``mode``, or only the label rows when the split has no rationales."""
+    if mode == "dss" and not any(split["rationale"]):
+        return build_rows(split, "distill" if label_source == "teacher" else "standard")
+    return build_rows(split, mode, label_source)
+
+
 def train_student(dataset, config, mode: str, output_dir: str | Path, init: str | None = None,
-                  model=None, tokenizer=None) -> TrainResult:
+                  model=None, tokenizer=None, resume: bool | str = False) -> TrainResult:
     """Train one student in ``mode`` on ``dataset["train"]`` and save it to ``output_dir``.
 
     ``init`` is the checkpoint to start from (default: ``prepare_student_init(config)``).
+    ``resume=True`` continues from the last complete checkpoint in ``output_dir/checkpoints``
+    (a path picks one); the rows, their order and the schedule are rebuilt from the same config,
+    and the Trainer skips the batches already seen, so the result equals an uninterrupted run.
+    A ``validation`` split, when ``dataset`` has one, picks the best checkpoint by ``eval_loss``.
+    ``config.extra`` options (``label_source``, ``chat_template``, ``lora``, ``save_steps``,
+    ``keep_checkpoints``) are described at the top of this module.
     """
     from datasets import Dataset
 
-    from utils.config import pick_device, seed_everything, use_bf16
+    from utils.config import seed_everything
     from utils.data import check_columns
     from utils.models import count_parameters, load_model, load_tokenizer, origin_model_id
 
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
+    family = config.student_family
+    _check_family(family)
     if not 0.0 <= config.alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {config.alpha}.")
+    label_source = config.extra.get("label_source", "gold")
+    if label_source not in LABEL_SOURCES:
+        raise ValueError(f"Unknown config.extra['label_source'] {label_source!r}. Valid choices: "
+                         f"{', '.join(LABEL_SOURCES)} (gold labels or the teacher's, next to its rationales).")
+    lora = lora_settings(config)
     check_columns(dataset)
-    family = config.student_family
     output_dir = Path(output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
     seed_everything(config.seed)
     source = init or prepare_student_init(config)
-    tokenizer = tokenizer or load_tokenizer(source)
+    tokenizer = tokenizer or load_tokenizer(source)  # an unknown model name raises OSError here, with a hint
     model = model or load_model(source, family)
-    rows = build_rows(dataset["train"], mode, config.extra.get("label_source", "gold"))
-    features = tokenize_rows(rows, tokenizer, family, config.max_source_length, config.max_target_length)
-    features = _length_grouped(features, config.batch_size, config.seed)
-    device = pick_device(verbose=False)
-    args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
-        per_device_train_batch_size=config.batch_size,
-        num_train_epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=max(1, math.ceil(0.05 * config.epochs * len(features) / config.batch_size)),
-        weight_decay=0.0,
-        logging_steps=max(1, math.ceil(len(features) / config.batch_size / 2)),
-        save_strategy="no",
-        report_to="none",
-        use_cpu=device == "cpu",
-        bf16=use_bf16(device),
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        seed=config.seed,
-    )
+    if lora:
+        model = apply_lora(model, family, lora)
+    chat = bool(config.extra.get("chat_template", False)) and family == "causal"
+    if chat and not getattr(tokenizer, "chat_template", None):
+        print(f"note: {source} has no chat template; training on the plain prompt format")
+        chat = False
+    rows = build_rows(dataset["train"], mode, label_source)
+    features = tokenize_rows(rows, tokenizer, family, config.max_source_length, config.max_target_length, chat)
+    features = order_rows(features, config)
+    eval_features = None
+    if "validation" in dataset:
+        eval_features = tokenize_rows(_eval_rows(dataset["validation"], mode, label_source), tokenizer, family,
+                                      config.max_source_length, config.max_target_length, chat)
+    args = training_arguments(config, output_dir, len(features), has_eval=eval_features is not None)
     trainer = MultiTaskTrainer(model=model, args=args, train_dataset=Dataset.from_list(features),
+                               eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
                                data_collator=MultiTaskCollator(tokenizer.pad_token_id),
                                alpha=config.alpha if mode == "dss" else 1.0, family=family)
-    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
+    checkpoint = None
+    if resume:
+        if trainer.is_world_process_zero():
+            _drop_incomplete_checkpoints(checkpoint_dir)
+        trainer.accelerator.wait_for_everyone()
+        checkpoint = str(resume) if isinstance(resume, (str, Path)) else last_checkpoint(checkpoint_dir)
+        if trainer.is_world_process_zero():
+            print(f"resuming from {checkpoint}" if checkpoint else f"no checkpoint in {checkpoint_dir}: training from the start")
     start = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        raise MemoryError(_out_of_memory_message(config, lora, checkpoint_dir)) from exc
     seconds = time.perf_counter() - start
-    output_dir.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    meta = {"mode": mode, "family": family, "alpha": config.alpha, "label_prefix": LABEL_PREFIX,
-            "rationale_prefix": RATIONALE_PREFIX, "task": config.task, "source_model": str(source),
-            "base_model": origin_model_id(config.student_model), "student_layers": config.student_layers}
-    (output_dir / "student_meta.json").write_text(json.dumps(meta, indent=2))
-    result = TrainResult(str(output_dir), mode, family, count_parameters(trainer.model), seconds,
+    final = merge_lora(trainer.model)
+    if chat:
+        final.config.dss_chat_template = True  # the checkpoint says how it must be prompted
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        final.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        meta = {"mode": mode, "family": family, "alpha": config.alpha, "label_prefix": LABEL_PREFIX,
+                "rationale_prefix": RATIONALE_PREFIX, "task": config.task, "source_model": str(source),
+                "base_model": origin_model_id(config.student_model), "student_layers": config.student_layers,
+                "label_source": label_source if mode == "dss" else ("teacher" if mode == "distill" else "gold"),
+                "chat_template": chat, "lora": lora}
+        (output_dir / "student_meta.json").write_text(json.dumps(meta, indent=2))
+    result = TrainResult(str(output_dir), mode, family, count_parameters(final), seconds,
                          trainer.target_tokens, trainer.target_tokens / max(seconds, 1e-9),
-                         trainer.state.log_history)
-    (output_dir / "train_log.json").write_text(json.dumps(result.__dict__, indent=2))
+                         trainer.state.log_history, checkpoint)
+    if trainer.is_world_process_zero():
+        (output_dir / "train_log.json").write_text(json.dumps(result.__dict__, indent=2))
+        if not config.extra.get("keep_checkpoints", False):
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return result
