@@ -1,5 +1,7 @@
 """The multi-task student: rows, masking, the loss, and a short real training run."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
@@ -164,7 +166,13 @@ def test_training_arguments_follow_use_bf16_and_the_checkpoint_settings(monkeypa
     config = load_config("tiny", batch_size=4, epochs=2.0)
     for flag in (False, True):
         monkeypatch.setattr(utils.config, "use_bf16", lambda device, flag=flag: flag)
-        assert training_arguments(config, tmp_path, 16).bf16 is flag
+        # seq2seq by default, causal when asked: bf16 exactly where use_bf16 says it is fast
+        assert training_arguments(load_config("tiny", student_family="seq2seq"), tmp_path, 16).bf16 is flag
+        assert training_arguments(load_config("tiny", extra={"bf16": True}), tmp_path, 16).bf16 is flag
+        # causal by default: fp32, as the README's results were trained; and never when turned off
+        assert training_arguments(config, tmp_path, 16).bf16 is False
+        assert training_arguments(load_config("tiny", student_family="seq2seq", extra={"bf16": False}), tmp_path,
+                                  16).bf16 is False
     monkeypatch.setattr(utils.config, "use_bf16", lambda device: False)
     args = training_arguments(config, tmp_path, 16)
     assert args.disable_tqdm is False and args.save_total_limit == 2
@@ -174,6 +182,8 @@ def test_training_arguments_follow_use_bf16_and_the_checkpoint_settings(monkeypa
     args = training_arguments(config, tmp_path, 16, has_eval=True)
     assert (args.save_strategy, args.save_steps, args.eval_strategy, args.eval_steps) == ("steps", 3, "steps", 3)
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
+    config.extra = {"save_steps": 0}
+    assert training_arguments(config, tmp_path, 16).save_strategy == "no"
 
 
 def test_last_checkpoint_skips_one_whose_save_was_cut_short(tmp_path):
@@ -210,7 +220,7 @@ def _two_forward_loss(model, batch, family, alpha):
         sel = batch["task"] == task_id
         width = int(batch["attention_mask"][sel].sum(1).max())
         labels = batch["labels"][sel]
-        labels = labels[:, :width] if family == "causal" else labels[:, : int((labels != IGNORE).sum(1).max())]
+        labels = (labels[:, :width] if family == "causal" else labels[:, : int((labels != IGNORE).sum(1).max())]).contiguous()
         out = model(input_ids=batch["input_ids"][sel][:, :width], attention_mask=batch["attention_mask"][sel][:, :width],
                     labels=labels)
         losses.append(out.loss)
@@ -334,3 +344,23 @@ def test_out_of_memory_names_the_settings_to_lower(error, tiny_t5, monkeypatch, 
     monkeypatch.setattr(MultiTaskTrainer, "train", fail_otherwise)
     with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors pass through unchanged
         train_student(DatasetDict({"train": _split(4)}), config, "dss", tmp_path / "out", init=str(tiny_t5[0]))
+
+
+@pytest.mark.slow
+def test_a_validation_split_picks_the_best_checkpoint(tiny_student, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    path, _ = tiny_student
+    data = DatasetDict({"train": _split(8), "validation": _split(4, rationale=False)})  # no rationales: label rows
+    config = load_config("tiny", epochs=3.0, batch_size=8, learning_rate=1e-3, extra={"keep_checkpoints": True})
+    result = train_student(data, config, "dss", tmp_path / "out", init=str(path))
+    evals = [h["eval_loss"] for h in result.log_history if "eval_loss" in h]
+    assert len(evals) == 3  # one evaluation per epoch, with the checkpoint
+    last = max((tmp_path / "out" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["best_metric"] == pytest.approx(min(evals))
+    best, final = load_file(Path(state["best_model_checkpoint"]) / "model.safetensors"), load_file(
+        tmp_path / "out" / "model.safetensors")
+    assert all(torch.equal(best[k], final[k]) for k in best)  # the saved student is the best one

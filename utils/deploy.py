@@ -64,9 +64,17 @@ def export_student(checkpoint: str | Path, out_dir: str | Path, metrics: dict | 
     card = CARD.format(base_model=meta.get("base_model") or meta.get("source_model", "unknown"), family=meta["family"], name=out_dir.name,
                        mode=meta["mode"], task=meta["task"], label_prefix=meta["label_prefix"],
                        rationale_prefix=meta["rationale_prefix"], out_dir=out_dir, metrics="\n".join(lines),
-                       causal_note=" Causal students read the prompt followed by a newline." if meta["family"] == "causal" else "")
+                       causal_note=_prompt_note(meta))
     (out_dir / "README.md").write_text(card)
     return out_dir
+
+
+def _prompt_note(meta: dict) -> str:
+    if meta["family"] != "causal":
+        return ""
+    if meta.get("chat_template"):
+        return " Causal students trained with the chat template read the prompt as a user message."
+    return " Causal students read the prompt followed by a newline."
 
 
 class Predictor:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from utils.student import LABEL_PREFIX, RATIONALE_PREFIX
+from utils.student import LABEL_PREFIX, RATIONALE_PREFIX, format_prompt, trained_with_chat_template
 
 
 def generate_predictions(model, tokenizer, inputs: list[str], family: str, prefix: str = LABEL_PREFIX,
@@ -18,7 +18,8 @@ def generate_predictions(model, tokenizer, inputs: list[str], family: str, prefi
     model.eval()
     outputs = []
     for start in range(0, len(inputs), batch_size):
-        chunk = [prefix + text + ("\n" if family == "causal" else "") for text in inputs[start : start + batch_size]]
+        chat = trained_with_chat_template(model)
+        chunk = [format_prompt(tokenizer, prefix + text, family, chat) for text in inputs[start : start + batch_size]]
         if family == "causal":
             tokenizer.padding_side = "left"
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
