@@ -166,11 +166,10 @@ def test_training_arguments_follow_use_bf16_and_the_checkpoint_settings(monkeypa
     config = load_config("tiny", batch_size=4, epochs=2.0)
     for flag in (False, True):
         monkeypatch.setattr(utils.config, "use_bf16", lambda device, flag=flag: flag)
-        # seq2seq by default, causal when asked: bf16 exactly where use_bf16 says it is fast
+        # both families by default: bf16 exactly where use_bf16 says it is fast; never when turned off
         assert training_arguments(load_config("tiny", student_family="seq2seq"), tmp_path, 16).bf16 is flag
-        assert training_arguments(load_config("tiny", extra={"bf16": True}), tmp_path, 16).bf16 is flag
-        # causal by default: fp32, as the README's results were trained; and never when turned off
-        assert training_arguments(config, tmp_path, 16).bf16 is False
+        assert training_arguments(config, tmp_path, 16).bf16 is flag
+        assert training_arguments(load_config("tiny", extra={"bf16": False}), tmp_path, 16).bf16 is False
         assert training_arguments(load_config("tiny", student_family="seq2seq", extra={"bf16": False}), tmp_path,
                                   16).bf16 is False
     monkeypatch.setattr(utils.config, "use_bf16", lambda device: False)

@@ -15,9 +15,8 @@ Options that live in ``config.extra`` (all off or at their default unless set):
   tokenizer has one) instead of the plain ``"<prefix><input>\\n"``; see ``format_prompt``.
 - ``lora``: ``True`` or ``{"r": 8, "alpha": 16, "dropout": 0.0, "targets": [...]}`` trains LoRA
   adapters through ``peft`` and merges them before saving, so the saved student is a plain model.
-- ``bf16``: ``True`` trains causal students with bf16 autocast where ``utils.config.use_bf16`` says
-  it is fast (1.6x faster on an avx512_bf16 CPU); by default they train in fp32, as the README's
-  results were made. Seq2seq students use bf16 where it is fast unless this is ``False``.
+- ``bf16``: students train with bf16 autocast where ``utils.config.use_bf16`` says it is fast
+  (1.6x faster for the 6-layer causal student on an avx512_bf16 CPU); ``False`` forces fp32.
 - ``save_steps``: save a checkpoint every N optimizer steps (default: once per epoch; at most two
   are kept; 0: none, so nothing to resume from). ``keep_checkpoints``: keep them after a
   successful run (default: removed, since the final model is saved next to them and a checkpoint
@@ -314,11 +313,11 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
 
     device = pick_device(verbose=False)
     batch = global_batch_size(config)
-    # bf16 autocast where use_bf16 says it is fast. Causal students stay fp32 unless
-    # config.extra["bf16"] is True: their forward pass used to bypass the autocast wrapper, so every
-    # causal result so far (the README's tiny results included) was trained in fp32.
+    # bf16 autocast wherever use_bf16 says it is fast (CUDA with bf16, a CPU with avx512_bf16), for
+    # both families; config.extra["bf16"] = False forces fp32 (results before 2026-11-27 02:45 were
+    # fp32 for causal students: their forward pass bypassed the autocast wrapper).
     wants_bf16 = config.extra.get("bf16")
-    wants_bf16 = config.student_family != "causal" if wants_bf16 is None else bool(wants_bf16)
+    wants_bf16 = True if wants_bf16 is None else bool(wants_bf16)
     save_steps = config.extra.get("save_steps")
     if save_steps == 0:  # no checkpoints at all (nothing to resume from)
         schedule = {"save_strategy": "no"} | ({"eval_strategy": "epoch"} if has_eval else {})
