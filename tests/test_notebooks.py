@@ -38,7 +38,7 @@ def test_only_the_five_notebooks_exist():
 def test_smoke_run_of_all_five_notebooks(tmp_path):
     from utils.__main__ import main
 
-    params = ["N_TRAIN=24", "N_TEST=12", "EPOCHS=1.0"]
+    params = ["N_TRAIN=24", "N_TEST=12", "EPOCHS=1.0", "SWEEP_FRACTIONS=[0.5, 1.0]", "COST_EXAMPLES=2"]
     args = ["demo", "--runs-root", str(tmp_path), "--run-id", "smoke"]
     for p in params:
         args += ["--param", p]
@@ -55,4 +55,19 @@ def test_smoke_run_of_all_five_notebooks(tmp_path):
     assert report["deploy"]["reproduces_evaluation"] is True
     for name in NOTEBOOKS:
         assert (run / "notebooks" / f"{name}.ipynb").exists()
-    assert (run / "figures" / "04_accuracy.png").stat().st_size > 1000
+    for figure in ("04_accuracy.png", "04_fractions.png", "04_costs.png"):
+        assert (run / "figures" / figure).stat().st_size > 1000
+    # issue 7: the report matches its schema, every sweep accuracy is recomputable, Markdown tables
+    from utils.report import render_markdown, validate_report, verify_predictions
+
+    validate_report(report)
+    sweep = report["evaluation"]["sweep"]
+    assert {(c["variant"], c["fraction"]) for c in sweep["cells"]} == {
+        (m, f) for m in ("standard", "distill", "dss") for f in (0.5, 1.0)}
+    assert {c["variant"] for c in sweep["comparisons"]} == {"distill", "dss"}
+    costs = report["evaluation"]["costs"]
+    assert costs["student"]["parameters"] < costs["teacher"]["parameters"]
+    assert costs["ratios"]["parameters_ratio"] == costs["teacher"]["parameters"] / costs["student"]["parameters"]
+    assert verify_predictions(run) == []
+    text = render_markdown(run)
+    assert "| student: dss |" in text and "### sweep: test accuracy" in text and "Cost on this machine" in text

@@ -1,4 +1,4 @@
-"""Command line: ``python -m utils demo | run NOTEBOOK | report RUN_DIR | convert``."""
+"""Command line: ``python -m utils demo | run NOTEBOOK | report RUN_DIR | teacher | svamp | convert``."""
 
 from __future__ import annotations
 
@@ -36,28 +36,6 @@ def run_notebook(name: str, run_dir: Path, parameters: dict) -> float:
     return time.perf_counter() - start
 
 
-def summarize(run_dir: Path) -> str:
-    """The short summary ``make demo`` ends with, read from ``report.json``."""
-    report = json.loads((run_dir / "report.json").read_text())
-    lines = [f"Run folder: {run_dir}"]
-    teacher = report.get("teacher", {})
-    evaluation = report.get("evaluation", {})
-    if evaluation:
-        t = evaluation.get("teacher", {})
-        lines.append(f"Teacher ({teacher.get('model', '?')}, {evaluation.get('teacher_parameters', 0) / 1e6:.0f}M params): "
-                     f"test accuracy {100 * t.get('accuracy', 0):.1f}% (n={t.get('n', 0)})")
-        for mode, res in evaluation.get("students", {}).items():
-            lines.append(f"Student {mode:<8} ({res['parameters'] / 1e6:.0f}M params): test accuracy "
-                         f"{100 * res['accuracy']:.1f}% [95% CI {100 * res['ci95'][0]:.0f}-{100 * res['ci95'][1]:.0f}]")
-    if "train" in teacher:
-        tr = teacher["train"]
-        lines.append(f"Teacher on train: vote accuracy {100 * tr.get('accuracy_vote', 0):.1f}%, correct-rationale "
-                     f"yield {100 * tr.get('correct_rationale_yield', 0):.1f}% of {tr.get('examples')} inputs")
-    for name, seconds in report.get("timings", {}).items():
-        lines.append(f"  {name:<24} {seconds:7.1f} s")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,9 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     one = sub.add_parser("run", help="run one notebook headless into runs/latest")
     one.add_argument("notebook")
     one.add_argument("--profile", default="tiny")
-    report = sub.add_parser("report", help="print a run's summary")
+    report = sub.add_parser("report", help="print a run's results as Markdown tables")
     report.add_argument("run_dir", nargs="?", default="runs/latest")
+    report.add_argument("--verify", action="store_true",
+                        help="also recompute every sweep accuracy from its saved predictions (exit 1 on a mismatch)")
     sub.add_parser("convert", help="convert the bundled GGUF teacher into a cached checkpoint")
+    svamp = sub.add_parser("svamp", help="the SVAMP study on the authors' PaLM rationales (resumable)")
+    svamp.add_argument("--paper-data", required=True, help="folder with svamp/ from the authors' datasets.zip")
+    svamp.add_argument("--run-dir", default="runs/svamp")
+    svamp.add_argument("--stage", action="append", default=None,
+                       help="recipe | ablation | final | self_consistency (repeatable; default: the first three)")
     teach = sub.add_parser("teacher", help="run the teacher of a profile on train and test into a cache file")
     teach.add_argument("--profile", default="tiny")
     teach.add_argument("--cache", required=True, help="JSONL cache to append to (resumable)")
@@ -82,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from utils.config import make_run_dir, resolve_run_dir
     from utils.evaluation import write_report
+    from utils.report import render_markdown, verify_predictions
 
     if args.command == "demo":
         params = {"PROFILE": args.profile}
@@ -96,12 +82,18 @@ def main(argv: list[str] | None = None) -> int:
             write_report(run_dir, "timings", timings)
         timings["total"] = round(time.perf_counter() - total, 1)
         write_report(run_dir, "timings", timings)
-        print(summarize(run_dir))
+        print(render_markdown(run_dir))
     elif args.command == "run":
         run_dir = resolve_run_dir(None)
         print(f"{args.notebook}: {run_notebook(args.notebook, run_dir, {'PROFILE': args.profile}):.1f} s")
     elif args.command == "report":
-        print(summarize(Path(args.run_dir).resolve()))
+        run_dir = Path(args.run_dir)
+        run_dir = (run_dir if run_dir.is_absolute() else Path.cwd() / run_dir).resolve()
+        print(render_markdown(run_dir))
+        if args.verify:
+            problems = verify_predictions(run_dir)
+            print("\n".join(problems) if problems else "Every sweep accuracy agrees with its saved predictions.")
+            return 1 if problems else 0
     elif args.command == "teacher":
         from utils.config import load_config
         from utils.tasks import select_examples
@@ -114,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             examples = select_examples(config.task, split, n, config.max_ops)
             records = annotate(teacher, config, examples, args.cache, split)
             print(split, summarize_records(records))
+    elif args.command == "svamp":
+        from utils.recipes import svamp_study
+
+        stages = args.stage or ("recipe", "ablation", "final")
+        svamp_study(args.paper_data, args.run_dir, stages)
+        print(render_markdown(resolve_run_dir(args.run_dir)))
     elif args.command == "convert":
         from utils.models import bundled_checkpoint
 

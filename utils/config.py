@@ -244,6 +244,23 @@ def resolve_run_dir(run_dir: str | Path | None = None, root: str | Path = "runs"
     return make_run_dir(root)
 
 
+def machine_info() -> dict:
+    """What a reader needs to compare timings: platform, processor, cores, bf16 support, GPU."""
+    import torch
+
+    processor = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "processor": processor, "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "bf16": use_bf16(pick_device(verbose=False)), "gpu": gpu}
+
+
 def save_run_metadata(run_dir: Path, config: RunConfig, stage: str) -> Path:
     """Write the config, seed and package versions of a stage next to its results."""
     out = Path(run_dir) / f"{stage}_meta.json"

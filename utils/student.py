@@ -17,7 +17,11 @@ Options that live in ``config.extra`` (all off or at their default unless set):
   adapters through ``peft`` and merges them before saving, so the saved student is a plain model.
 - ``bf16``: students train with bf16 autocast where ``utils.config.use_bf16`` says it is fast
   (1.6x faster for the 6-layer causal student on an avx512_bf16 CPU); ``False`` forces fp32.
-- ``save_steps``: save a checkpoint every N optimizer steps (default: once per epoch; at most two
+- ``rationale_answer``: ``True`` ends every rationale target with ``The answer is <label>.`` (the
+  teacher's label, which the rationale leads to), so the student can answer by writing its
+  rationale first (``utils.evaluation`` inference ``"rationale"``, as in Fine-tune-CoT).
+- ``save_steps``: save a checkpoint every N optimizer steps (a number below 1: that fraction of
+  an epoch; default: once per epoch; at most two
   are kept; 0: none, so nothing to resume from). ``keep_checkpoints``: keep them after a
   successful run (default: removed, since the final model is saved next to them and a checkpoint
   of the 6-layer tiny student, optimizer state included, is about 0.6 GB).
@@ -66,12 +70,13 @@ def _check_family(family: str) -> None:
         raise ValueError(f"Unknown student family {family!r}. Valid families: {', '.join(FAMILIES)}.")
 
 
-def build_rows(split, mode: str, label_source: str = "gold") -> list[dict]:
+def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: bool = False) -> list[dict]:
     """The (source, target, task) rows one mode trains on; task 0 is the label, 1 the rationale.
 
     ``standard``: gold labels. ``distill``: teacher labels. ``dss``: labels (gold by default, the
     paper's main setting; ``label_source="teacher"`` for teacher labels) plus one rationale row
-    for every example that has a rationale.
+    for every example that has a rationale. ``rationale_answer=True`` ends each rationale target
+    with ``The answer is <teacher label>.``
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
@@ -84,14 +89,21 @@ def build_rows(split, mode: str, label_source: str = "gold") -> list[dict]:
         if label:
             rows.append({"source": LABEL_PREFIX + ex["input"], "target": label, "task": 0, "example": index})
         if mode == "dss" and ex["rationale"]:
-            rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": ex["rationale"], "task": 1,
-                         "example": index})
+            target = ex["rationale"]
+            if rationale_answer:
+                target = rationale_with_answer(target, ex["teacher_label"] or ex["label"])
+            rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": target, "task": 1, "example": index})
     if mode == "dss" and not any(r["task"] == 1 for r in rows):
         raise ValueError("Mode 'dss' needs rationales, but no training row has one. Check the teacher "
                          "records (notebook 01) or use rationale_policy='all', or train mode 'standard'.")
     if not rows:
         raise ValueError(f"Mode {mode!r} found no training rows with a label.")
     return rows
+
+
+def rationale_with_answer(rationale: str, answer: str) -> str:
+    """A rationale followed by its answer, in the form the math and classification parsers read."""
+    return f"{rationale.rstrip()} The answer is {answer}."
 
 
 def format_prompt(tokenizer, source: str, family: str, chat: bool = False) -> str:
@@ -319,6 +331,8 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
     wants_bf16 = config.extra.get("bf16")
     wants_bf16 = True if wants_bf16 is None else bool(wants_bf16)
     save_steps = config.extra.get("save_steps")
+    if save_steps and 0 < save_steps < 1:  # a fraction of an epoch
+        save_steps = max(1, math.ceil(save_steps * n_rows / batch))
     if save_steps == 0:  # no checkpoints at all (nothing to resume from)
         schedule = {"save_strategy": "no"} | ({"eval_strategy": "epoch"} if has_eval else {})
     else:
@@ -455,11 +469,11 @@ def _out_of_memory_message(config, lora: dict | None, checkpoint_dir: Path) -> s
             f"{checkpoint_dir}; train_student(..., resume=True) continues from the last one.")
 
 
-def _eval_rows(split, mode: str, label_source: str) -> list[dict]:
+def _eval_rows(split, mode: str, label_source: str, rationale_answer: bool = False) -> list[dict]:
     """Validation rows: those of ``mode``, or only the label rows when the split has no rationales."""
     if mode == "dss" and not any(split["rationale"]):
         return build_rows(split, "distill" if label_source == "teacher" else "standard")
-    return build_rows(split, mode, label_source)
+    return build_rows(split, mode, label_source, rationale_answer)
 
 
 def train_student(dataset, config, mode: str, output_dir: str | Path, init: str | None = None,
@@ -504,12 +518,13 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
     if chat and not getattr(tokenizer, "chat_template", None):
         print(f"note: {source} has no chat template; training on the plain prompt format")
         chat = False
-    rows = build_rows(dataset["train"], mode, label_source)
+    rationale_answer = bool(config.extra.get("rationale_answer", False))
+    rows = build_rows(dataset["train"], mode, label_source, rationale_answer)
     features = tokenize_rows(rows, tokenizer, family, config.max_source_length, config.max_target_length, chat)
     features = order_rows(features, config)
     eval_features = None
     if "validation" in dataset:
-        eval_features = tokenize_rows(_eval_rows(dataset["validation"], mode, label_source), tokenizer, family,
+        eval_features = tokenize_rows(_eval_rows(dataset["validation"], mode, label_source, rationale_answer), tokenizer, family,
                                       config.max_source_length, config.max_target_length, chat)
     args = training_arguments(config, output_dir, len(features), has_eval=eval_features is not None)
     trainer = MultiTaskTrainer(model=model, args=args, train_dataset=Dataset.from_list(features),
@@ -544,7 +559,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
                 "rationale_prefix": RATIONALE_PREFIX, "task": config.task, "source_model": str(source),
                 "base_model": origin_model_id(config.student_model), "student_layers": config.student_layers,
                 "label_source": label_source if mode == "dss" else ("teacher" if mode == "distill" else "gold"),
-                "chat_template": chat, "lora": lora}
+                "chat_template": chat, "lora": lora, "rationale_answer": rationale_answer}
         (output_dir / "student_meta.json").write_text(json.dumps(meta, indent=2))
     result = TrainResult(str(output_dir), mode, family, count_parameters(final), seconds,
                          trainer.target_tokens, trainer.target_tokens / max(seconds, 1e-9),

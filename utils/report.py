@@ -1,0 +1,264 @@
+"""``report.json``: its schema, a check against it, and the Markdown tables ``python -m utils report`` prints.
+
+A run folder's ``report.json`` holds one section per stage; each notebook (and each sweep) adds
+its own with ``utils.evaluation.write_report``, which also stamps ``schema_version``, the package
+``versions`` and the ``machine``. ``REPORT_SCHEMA`` (JSON Schema) documents every section; the
+values are plain JSON: accuracies are fractions in [0, 1], times in seconds unless the key
+says ``_ms``, sizes in MB (2**20 bytes), parameters as counts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_ACC = {"type": "number", "minimum": 0, "maximum": 1}
+_CI = {"type": "array", "items": _ACC, "minItems": 2, "maxItems": 2}
+_SCORE = {"type": "object", "required": ["accuracy", "ci95", "n"],
+          "properties": {"accuracy": _ACC, "ci95": _CI, "n": {"type": "integer", "minimum": 0}}}
+_COSTS = {
+    "type": "object",
+    "description": "What one model costs on this machine (utils.evaluation.measure_*_costs).",
+    "required": ["parameters", "latency_ms_p50", "latency_ms_p95", "throughput_batch1"],
+    "properties": {
+        "parameters": {"type": ["integer", "null"]},
+        "size_mb": {"type": ["number", "null"], "description": "weight files on disk"},
+        "latency_ms_p50": {"type": "number"}, "latency_ms_p95": {"type": "number"},
+        "throughput_batch1": {"type": "number", "description": "examples per second, one at a time"},
+        "throughput_batched": {"type": ["number", "null"], "description": "examples per second, batched"},
+        "peak_memory_mb": {"type": ["number", "null"], "description": "peak process RSS (CPU) or CUDA allocation"},
+        "engine": {"type": "string"}, "device": {"type": "string"}, "n": {"type": "integer"},
+    },
+}
+_SWEEP = {
+    "type": "object",
+    "description": "A sweep (utils.sweep.sweep_report): every cell, the summary over seeds, paired comparisons.",
+    "required": ["cells", "summary", "comparisons"],
+    "properties": {
+        "split": {"type": "string"},
+        "baseline": {"type": "string"},
+        "cells": {"type": "array", "items": {
+            "type": "object",
+            "required": ["variant", "mode", "fraction", "seed", "n_train", "results", "dir"],
+            "properties": {
+                "variant": {"type": "string"}, "mode": {"enum": ["standard", "distill", "dss"]},
+                "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "seed": {"type": "integer"}, "n_train": {"type": "integer"},
+                "dir": {"type": "string", "description": "cells/<variant>/<cell>, relative to the sweep folder"},
+                "results": {"type": "object", "description": "split -> inference -> score and predictions file",
+                            "additionalProperties": {"type": "object", "additionalProperties": {
+                                "allOf": [_SCORE, {"required": ["predictions"]}]}}},
+            },
+        }},
+        "summary": {"type": "array", "items": {
+            "type": "object", "required": ["variant", "inference", "fraction", "seeds", "mean", "std", "min", "max"],
+            "properties": {"mean": _ACC, "std": {"type": "number", "minimum": 0}, "seeds": {"type": "integer"}}}},
+        "comparisons": {"type": "array", "items": {
+            "type": "object", "required": ["variant", "inference", "fraction", "difference", "ci95", "p_value", "mcnemar"],
+            "properties": {"difference": {"type": "number"}, "p_value": {"type": "number", "minimum": 0, "maximum": 1}}}},
+    },
+}
+REPORT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "report.json of a distilling-step-by-step run folder",
+    "type": "object",
+    "required": ["schema_version"],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "versions": {"type": "object", "description": "package -> version (utils.config.package_versions)"},
+        "machine": {"type": "object", "description": "platform, processor, cores, bf16 support, GPU"},
+        "config": {"type": "object", "description": "the RunConfig of the run (config.json)"},
+        "teacher": {"type": "object", "description": "notebook 01: backend, model, sampling, yields on train and test"},
+        "dataset": {"type": "object", "description": "notebook 02: split sizes, rationale policy and counts"},
+        "student": {"type": "object", "description": "notebook 03: per mode, parameters, training time and tokens"},
+        "evaluation": {
+            "type": "object",
+            "description": "notebook 04: the teacher and the students on the same test items",
+            "required": ["task", "n_test", "teacher", "students"],
+            "properties": {
+                "teacher": _SCORE,
+                "students": {"type": "object", "additionalProperties": _SCORE},
+                "costs": {"type": "object", "properties": {"student": _COSTS, "teacher": _COSTS,
+                                                          "ratios": {"type": "object"}}},
+                "sweep": _SWEEP,
+            },
+        },
+        "svamp_study": _SWEEP,
+        "deploy": {"type": "object", "description": "notebook 05: export, latency, service"},
+        "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+    },
+}
+
+
+def validate_report(report: dict) -> None:
+    """Raise ``ValueError`` listing every place where ``report`` breaks ``REPORT_SCHEMA``."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(Draft202012Validator(REPORT_SCHEMA).iter_errors(report), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"- {'/'.join(str(p) for p in e.path) or '(top)'}: {e.message}" for e in errors[:20]]
+        raise ValueError("report.json does not match its schema:\n" + "\n".join(lines))
+
+
+def load_report(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "report.json"
+    if not path.exists():
+        raise FileNotFoundError(f"No report.json in {run_dir}: run the notebooks (make demo) or a sweep first.")
+    return json.loads(path.read_text())
+
+
+def sweep_sections(report: dict) -> dict[str, dict]:
+    """Every sweep in a report: ``evaluation.sweep`` and top-level sections shaped like one."""
+    found = {}
+    if isinstance(report.get("evaluation", {}).get("sweep"), dict):
+        found["sweep"] = report["evaluation"]["sweep"]
+    for key, value in report.items():
+        if isinstance(value, dict) and {"cells", "summary", "comparisons"} <= set(value):
+            found[key] = value
+    return found
+
+
+def verify_predictions(run_dir: str | Path, task: str | None = None) -> list[str]:
+    """Recompute every sweep accuracy from its saved predictions (gold against prediction, through
+    the task's metric); returns the mismatches (an empty list when all agree)."""
+    from utils.evaluation import accuracy_from_predictions, load_predictions
+
+    run_dir = Path(run_dir)
+    report = load_report(run_dir)
+    task = task or report.get("config", {}).get("task") or json.loads((run_dir / "config.json").read_text())["task"]
+    problems = []
+    for name, sweep in sweep_sections(report).items():
+        folder = run_dir / name
+        for cell in sweep["cells"]:
+            for by_inference in cell["results"].values():
+                for score in by_inference.values():
+                    path = folder / cell["dir"] / score["predictions"]
+                    if not path.exists():
+                        problems.append(f"{path}: missing")
+                        continue
+                    rows = load_predictions(path)
+                    again = accuracy_from_predictions(rows, task)
+                    if len(rows) != score["n"] or abs(again - score["accuracy"]) > 1e-9:
+                        problems.append(f"{path}: report says {score['accuracy']:.4f} (n={score['n']}), "
+                                        f"predictions give {again:.4f} (n={len(rows)})")
+    return problems
+
+
+# --- Markdown ------------------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _pct(x) -> str:
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def _ci(ci) -> str:
+    return f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}" if ci else ""
+
+
+def _num(x, digits=1) -> str:
+    return "" if x is None else f"{x:,.{digits}f}"
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def markdown_evaluation(report: dict) -> str:
+    evaluation = report.get("evaluation")
+    if not evaluation:
+        return ""
+    teacher = evaluation["teacher"]
+    tname = report.get("teacher", {}).get("model", "teacher")
+    rows = [[f"teacher: {tname}, few-shot CoT", _num((evaluation.get("teacher_parameters") or 0) / 1e6),
+             _pct(teacher["accuracy"]), _ci(teacher["ci95"]), teacher["n"]]]
+    for mode, res in evaluation["students"].items():
+        rows.append([f"student: {mode}", _num(res.get("parameters", 0) / 1e6), _pct(res["accuracy"]),
+                     _ci(res["ci95"]), res["n"]])
+    out = [f"### Test accuracy ({evaluation['task']}, n={evaluation['n_test']})", "",
+           _table(["model", "parameters (M)", "accuracy (%)", "95% CI", "n"], rows)]
+    costs = evaluation.get("costs")
+    if costs and costs.get("student") and costs.get("teacher"):
+        crow = []
+        measured = [(name, c) for name, c in costs.items() if isinstance(c, dict) and "latency_ms_p50" in c]
+        for name, c in measured:
+            crow.append([f"{name} ({c.get('engine', '')}, {c.get('device', '')})", _num((c.get("parameters") or 0) / 1e6),
+                         _num(c.get("size_mb")), _num(c.get("latency_ms_p50"), 0), _num(c.get("latency_ms_p95"), 0),
+                         _num(c.get("throughput_batch1"), 2), _num(c.get("throughput_batched"), 2),
+                         _num(c.get("peak_memory_mb"), 0)])
+        out += ["", "### Cost on this machine", "",
+                _table(["model", "parameters (M)", "weights (MB)", "latency p50 (ms)", "latency p95 (ms)",
+                        "examples/s, batch 1", "examples/s, batched", "peak memory (MB)"], crow)]
+        if costs.get("ratios"):
+            from utils.evaluation import describe_costs
+
+            out += ["", describe_costs(costs["ratios"])]
+    return "\n".join(out)
+
+
+def markdown_sweep(name: str, sweep: dict) -> str:
+    summary = sweep["summary"]
+    fractions = sorted({r["fraction"] for r in summary})
+    keys = sorted({(r["variant"], r["inference"]) for r in summary})
+    rows = []
+    for variant, inference in keys:
+        row = [variant, inference]
+        for f in fractions:
+            match = [r for r in summary if (r["variant"], r["inference"], r["fraction"]) == (variant, inference, f)]
+            if not match:
+                row.append("")
+                continue
+            r = match[0]
+            spread = f" ± {100 * r['std']:.1f}" if r["seeds"] > 1 else ""
+            row.append(f"{100 * r['mean']:.1f}{spread} ({r['seeds']})")
+        rows.append(row)
+    header = ["variant", "inference"] + [f"{100 * f:g}% data" for f in fractions]
+    split = sweep.get("split", "test")
+    out = [f"### {name}: {split} accuracy (%), mean ± sd over seeds (number of seeds)", "", _table(header, rows)]
+    comps = sweep.get("comparisons") or []
+    if comps:
+        crow = [[c["variant"], c["inference"], f"{100 * c['fraction']:g}%", len(c["seeds"]),
+                 f"{100 * c['difference']:+.1f}", f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}", _p(c["p_value"]),
+                 ", ".join(f"{m['a_only']}/{m['b_only']} p={_p(m['p_value'])}" for m in c["mcnemar"])]
+                for c in comps]
+        out += ["", f"Paired against `{sweep.get('baseline', 'standard')}` (label inference) on the same {split} items:",
+                "", _table(["variant", "inference", "data", "seeds", "difference (points)", "95% CI (paired bootstrap)",
+                            "p (bootstrap)", "McNemar per seed: only variant right / only baseline right"], crow)]
+    return "\n".join(out)
+
+
+def render_markdown(run_dir: str | Path) -> str:
+    """The Markdown ``python -m utils report RUN`` prints: tables of every section present."""
+    run_dir = Path(run_dir)
+    report = load_report(run_dir)
+    config = report.get("config") or (json.loads((run_dir / "config.json").read_text())
+                                      if (run_dir / "config.json").exists() else {})
+    machine = report.get("machine", {})
+    parts = [f"## Results of `{run_dir.name}`", ""]
+    if config:
+        parts.append(f"Profile `{config.get('profile')}`, task `{config.get('task')}`, student "
+                     f"`{config.get('student_model')}` ({config.get('student_layers') or 'all'} layers), teacher "
+                     f"`{config.get('teacher_model')}` via `{config.get('teacher_backend')}`.")
+    if machine:
+        parts.append(f"Machine: {machine.get('processor') or machine.get('platform')}, {machine.get('cores')} cores, "
+                     f"bf16 {'on' if machine.get('bf16') else 'off'}, GPU: {machine.get('gpu') or 'none'}.")
+    teacher = report.get("teacher", {})
+    if "train" in teacher:
+        tr = teacher["train"]
+        parts.append(f"Teacher yield on train: {tr.get('examples')} inputs, vote accuracy {_pct(tr.get('accuracy_vote'))}%, "
+                     f"correct rationales for {_pct(tr.get('correct_rationale_yield'))}% of inputs.")
+    text = markdown_evaluation(report)
+    if text:
+        parts += ["", text]
+    for name, sweep in sweep_sections(report).items():
+        parts += ["", markdown_sweep(name, sweep)]
+    if report.get("timings"):
+        parts += ["", _table(["stage", "seconds"], [[k, v] for k, v in report["timings"].items()])]
+    return "\n".join(parts) + "\n"
