@@ -376,21 +376,23 @@ def _pyplot():
 
 
 def plot_fraction_sweep(rows: list[dict], teacher: dict | None, out_path: str | Path, title: str = "",
-                        inference: str = "label"):
+                        inference: str | None = "label"):
     """The paper's main figure: test accuracy against the share of training data, one line per
     variant (mean over seeds, the bar spanning min to max), the teacher as a horizontal line.
 
-    ``rows`` are ``utils.sweep.summarize_cells`` rows."""
+    ``rows`` are ``utils.sweep.summarize_cells`` rows; ``inference=None`` draws every inference
+    method as its own line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    variants = sorted({r["variant"] for r in rows if r["inference"] == inference})
-    for variant in variants:
-        line = sorted((r for r in rows if r["variant"] == variant and r["inference"] == inference),
-                      key=lambda r: r["fraction"])
+    keys = sorted({(r["variant"], r["inference"]) for r in rows if inference is None or r["inference"] == inference})
+    for variant, how in keys:
+        line = sorted((r for r in rows if r["variant"] == variant and r["inference"] == how), key=lambda r: r["fraction"])
         x = [100 * r["fraction"] for r in line]
         y = [100 * r["mean"] for r in line]
         err = [[100 * (r["mean"] - r["min"]) for r in line], [100 * (r["max"] - r["mean"]) for r in line]]
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{variant} ({line[0]['seeds']} seed(s))")
+        name = variant if inference is not None else f"{variant}, {how} inference"
+        seeds = max(r["seeds"] for r in line)
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{name} (up to {seeds} seeds)" if seeds > 1 else name)
     if teacher is not None:
         ax.axhline(100 * teacher["accuracy"], color="tab:red", linestyle="--", label="teacher (few-shot CoT)")
     ax.set_xlabel("training data used (%)")

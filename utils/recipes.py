@@ -83,7 +83,7 @@ def svamp_study(paper_root: str | Path, run_dir: str | Path, stages=STAGES, seed
                 fractions=(0.25, 0.5, 1.0), name: str = "svamp_study", log=print) -> list[dict]:
     """Run the stages in order (finished cells are skipped); returns every finished cell."""
     from utils.config import save_config
-    from utils.evaluation import write_report
+    from utils.evaluation import plot_fraction_sweep, write_report
     from utils.sweep import load_cells, run_sweep, sweep_report
 
     unknown = sorted(set(stages) - set(STAGES))
@@ -118,5 +118,24 @@ def svamp_study(paper_root: str | Path, run_dir: str | Path, stages=STAGES, seed
         log(f"{sc.name}: scoring with self-consistency means training it again (cells keep no weights)")
         sweep([sc], (1.0,), seeds)
     cells = load_cells(run_dir / name)
-    write_report(run_dir, name, {**sweep_report(cells), "chosen": chosen, "paper_root": str(paper_root)})
+    teacher = svamp_teacher(paper_root, run_dir / name)
+    report = {**sweep_report(cells), "chosen": chosen, "teacher": teacher}
+    write_report(run_dir, name, report)
+    if cells:
+        (run_dir / "figures").mkdir(exist_ok=True)
+        plot_fraction_sweep([r for r in report["summary"] if r["variant"] in ("standard", chosen[0] if chosen else "dss")],
+                            teacher, run_dir / "figures" / "svamp_fractions.png", inference=None,
+                            title="SVAMP: 6-layer student, PaLM 540B rationales")
     return cells
+
+
+def svamp_teacher(paper_root: str | Path, out_dir: str | Path) -> dict:
+    """The PaLM teacher on the 200 test items, from the authors' released outputs (parsed the
+    course's way), with its predictions saved beside the cells."""
+    from utils.data import load_paper_rationales
+    from utils.evaluation import evaluate_teacher_records, save_predictions
+
+    scored = evaluate_teacher_records(load_paper_rationales(paper_root, "svamp", "test"))
+    save_predictions(scored["predictions"], Path(out_dir) / "teacher_test.jsonl")
+    return {"model": "PaLM 540B, few-shot CoT (the authors' released outputs)", "accuracy": scored["accuracy"],
+            "ci95": scored["ci95"], "n": scored["n"], "predictions": "teacher_test.jsonl"}

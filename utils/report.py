@@ -131,18 +131,20 @@ def verify_predictions(run_dir: str | Path, task: str | None = None) -> list[str
     problems = []
     for name, sweep in sweep_sections(report).items():
         folder = run_dir / name
-        for cell in sweep["cells"]:
-            for by_inference in cell["results"].values():
-                for score in by_inference.values():
-                    path = folder / cell["dir"] / score["predictions"]
-                    if not path.exists():
-                        problems.append(f"{path}: missing")
-                        continue
-                    rows = load_predictions(path)
-                    again = accuracy_from_predictions(rows, task)
-                    if len(rows) != score["n"] or abs(again - score["accuracy"]) > 1e-9:
-                        problems.append(f"{path}: report says {score['accuracy']:.4f} (n={score['n']}), "
-                                        f"predictions give {again:.4f} (n={len(rows)})")
+        scored = [(cell["dir"], score) for cell in sweep["cells"] for by_inference in cell["results"].values()
+                  for score in by_inference.values()]
+        if isinstance(sweep.get("teacher"), dict) and sweep["teacher"].get("predictions"):
+            scored.append((".", sweep["teacher"]))
+        for where, score in scored:
+            path = folder / where / score["predictions"]
+            if not path.exists():
+                problems.append(f"{path}: missing")
+                continue
+            rows = load_predictions(path)
+            again = accuracy_from_predictions(rows, task)
+            if len(rows) != score["n"] or abs(again - score["accuracy"]) > 1e-9:
+                problems.append(f"{path}: report says {score['accuracy']:.4f} (n={score['n']}), "
+                                f"predictions give {again:.4f} (n={len(rows)})")
     return problems
 
 
@@ -221,6 +223,10 @@ def markdown_sweep(name: str, sweep: dict) -> str:
         rows.append(row)
     header = ["variant", "inference"] + [f"{100 * f:g}% data" for f in fractions]
     split = sweep.get("split", "test")
+    teacher = sweep.get("teacher")
+    if teacher:
+        rows.append([f"teacher: {teacher.get('model', 'teacher')}", "few-shot CoT"]
+                    + [f"{100 * teacher['accuracy']:.1f} [{_ci(teacher['ci95'])}]"] * len(fractions))
     out = [f"### {name}: {split} accuracy (%), mean ± sd over seeds (number of seeds)", "", _table(header, rows)]
     comps = sweep.get("comparisons") or []
     if comps:
