@@ -231,3 +231,64 @@ def test_report_schema_names_what_is_wrong():
                                                               "teacher": {"accuracy": 1.5, "ci95": [0, 1], "n": 2}}})
     with pytest.raises(ValueError, match="schema_version"):
         validate_report({})
+
+
+# --- the study recipe on the paper's data (fixtures in the authors' layout) -----------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "paper_datasets"
+
+
+@pytest.mark.parametrize("task", ["svamp", "cqa"])
+def test_study_datasets_carve_validation_from_train_only(task):
+    from utils.recipes import study_datasets
+
+    data = study_datasets(FIXTURES, task, validation_fraction=0.4)
+    assert set(data) == {"all", "correct"}
+    for policy, dd in data.items():
+        ids = {split: set(dd[split]["id"]) for split in ("train", "validation", "test")}
+        assert ids["validation"] and not ids["validation"] & ids["train"]
+        assert not (ids["train"] | ids["validation"]) & ids["test"]
+        assert ids == {split: set(data["all"][split]["id"]) for split in ids}, "the same split for both policies"
+    kept = sum(1 for r in data["correct"]["train"]["rationale"] if r)
+    assert kept <= sum(1 for r in data["all"]["train"]["rationale"] if r)
+
+
+def test_study_config_per_profile_and_bad_choices():
+    from utils.recipes import study_config
+
+    tiny = study_config("svamp", "tiny")
+    assert (tiny.task, tiny.student_layers, tiny.n_train, tiny.max_ops) == ("svamp", 6, None, None)
+    assert tiny.extra["rationale_answer"] is True
+    paper = study_config("cqa", "paper")
+    assert paper.student_model == "google/t5-v1_1-base" and paper.student_family == "seq2seq"
+    with pytest.raises(ValueError, match="Tasks: svamp, cqa, esnli, anli1"):
+        study_config("arith")
+    with pytest.raises(ValueError, match="Valid profiles"):
+        study_config("svamp", "huge")
+
+
+def test_the_variant_is_chosen_on_validation_never_on_test():
+    from utils.recipes import best_variant
+
+    def cell(variant, val_label, val_rat, test_label):
+        return {"variant": variant, "fraction": 1.0, "results": {
+            "validation": {"label": {"accuracy": val_label}, "rationale": {"accuracy": val_rat}},
+            "test": {"label": {"accuracy": test_label}, "rationale": {"accuracy": 0.0}}}}
+
+    cells = [cell("dss", 0.30, 0.10, 0.90), cell("dss-all", 0.20, 0.35, 0.10)]
+    assert best_variant(cells, ["dss", "dss-all"]) == ("dss-all", "rationale")
+    with pytest.raises(RuntimeError, match="ablation"):
+        best_variant([], ["dss"])
+
+
+def test_rationale_targets_end_the_way_the_task_parser_reads():
+    from utils.rationales import parse_cot
+    from utils.student import build_rows
+
+    split = Dataset.from_list([{"id": "1", "input": "Q?", "label": "bank", "teacher_label": "bank",
+                                "rationale": "Money is kept in a bank.", "teacher_correct": True}])
+    rows = build_rows(split, "dss", rationale_answer=True, task="cqa")
+    target = [r["target"] for r in rows if r["task"] == 1][0]
+    assert target == "Money is kept in a bank. So the answer is bank."
+    assert parse_cot(target, "cqa")[1] == "bank"
+    assert [r["target"] for r in build_rows(split, "dss") if r["task"] == 1] == ["Money is kept in a bank."]

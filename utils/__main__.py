@@ -1,4 +1,4 @@
-"""Command line: ``python -m utils demo | run NOTEBOOK | report RUN_DIR | teacher | svamp | convert``."""
+"""Command line: ``python -m utils demo | run NOTEBOOK | report RUN_DIR | teacher | study | convert | serve EXPORT_DIR``."""
 
 from __future__ import annotations
 
@@ -53,16 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--verify", action="store_true",
                         help="also recompute every sweep accuracy from its saved predictions (exit 1 on a mismatch)")
     sub.add_parser("convert", help="convert the bundled GGUF teacher into a cached checkpoint")
-    svamp = sub.add_parser("svamp", help="the SVAMP study on the authors' PaLM rationales (resumable)")
-    svamp.add_argument("--paper-data", required=True, help="folder with svamp/ from the authors' datasets.zip")
-    svamp.add_argument("--run-dir", default="runs/svamp")
-    svamp.add_argument("--stage", action="append", default=None,
+    study = sub.add_parser("study", help="the study on the authors' PaLM rationales (resumable; see utils/recipes.py)")
+    study.add_argument("--paper-data", required=True, help="folder with <task>/ from the authors' datasets.zip")
+    study.add_argument("--task", default="svamp", help="svamp | cqa | esnli | anli1")
+    study.add_argument("--profile", default="tiny", help="tiny (CPU, 6-layer student) | paper (GPU, T5 v1.1 base)")
+    study.add_argument("--run-dir", default="runs/svamp")
+    study.add_argument("--stage", action="append", default=None,
                        help="recipe | ablation | final | self_consistency (repeatable; default: the first three)")
-    teach = sub.add_parser("teacher", help="run the teacher of a profile on train and test into a cache file")
-    teach.add_argument("--profile", default="tiny")
-    teach.add_argument("--cache", required=True, help="JSONL cache to append to (resumable)")
-    teach.add_argument("--n-train", type=int, default=None)
-    teach.add_argument("--n-test", type=int, default=None)
     args = parser.parse_args(argv)
 
     from utils.config import make_run_dir, resolve_run_dir
@@ -106,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
             examples = select_examples(config.task, split, n, config.max_ops)
             records = annotate(teacher, config, examples, args.cache, split)
             print(split, summarize_records(records))
-    elif args.command == "svamp":
-        from utils.recipes import svamp_study
+    elif args.command == "study":
+        from utils.recipes import paper_study
 
         stages = args.stage or ("recipe", "ablation", "final")
-        svamp_study(args.paper_data, args.run_dir, stages)
+        paper_study(args.paper_data, resolve_run_dir(args.run_dir), args.task, args.profile, stages)
         print(render_markdown(resolve_run_dir(args.run_dir)))
+    elif args.command == "serve":
+        from utils.serve import serve as run_service
+
+        run_service(args.export_dir, args.host, args.port, max_inputs=args.max_inputs, max_chars=args.max_chars,
+                    max_batch=args.max_batch)
     elif args.command == "convert":
         from utils.models import bundled_checkpoint
 

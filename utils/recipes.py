@@ -1,7 +1,7 @@
-"""Recipes on the paper's own data: SVAMP with the authors' published PaLM 540B rationales.
+"""Recipes on the paper's own data: the authors' published PaLM 540B rationales.
 
-``svamp_study`` runs, through ``utils.sweep.run_sweep`` (resumable, every finished cell written
-at once), the study of issue "make step-by-step pay" in three stages:
+``paper_study`` runs, through ``utils.sweep.run_sweep`` (resumable, every finished cell written
+at once), the study of issue "make step-by-step pay" in three stages (on CPU, for SVAMP):
 
 1. ``recipe`` (the hour-long CPU recipe): standard fine-tuning against distilling step by step
    (alpha 0.5, teacher-correct rationales) on all the training data, one seed;
@@ -11,10 +11,13 @@ at once), the study of issue "make step-by-step pay" in three stages:
    3 seeds and 25 / 50 / 100 % of the training data, with paired tests on the test items
    (``utils.sweep.compare_to_baseline``).
 
-Every cell uses the same student (a 6-layer cut of the bundled SmolLM2-135M-Instruct), the same
-validation split (10 % carved from train, seed 0) for early stopping and selection, and the same
-200 test items. Usage: ``python -m utils svamp --paper-data DIR --run-dir runs/svamp``; DIR holds
-``svamp/`` from the authors' ``datasets.zip`` (``utils.data.download_paper_data`` fetches it).
+Every cell uses the same student (on ``tiny``: a 6-layer cut of the bundled SmolLM2-135M-Instruct),
+the same validation split (10 % carved from train, at most 500 examples, seed 0) for early stopping
+and selection, and the same test items. Usage:
+``python -m utils study --task svamp --paper-data DIR --run-dir runs/svamp``; DIR holds ``svamp/``
+from the authors' ``datasets.zip`` (``utils.data.download_paper_data`` fetches it). With
+``--profile paper`` (a GPU) the student is the paper's T5 v1.1 base with the paper's settings, and
+``--task`` may be any of the paper's four tasks.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ from utils.sweep import Variant
 
 STAGES = ("recipe", "ablation", "final", "self_consistency")
 
-# The paper's SVAMP numbers (Hsieh et al., 2023) are quoted in the README beside ours, from the paper.
-SVAMP_SETTINGS = dict(
-    task="svamp", n_train=None, n_test=None, max_ops=None, teacher_cache_seed=None,
-    student_layers=6, epochs=2.0, learning_rate=3e-4, batch_size=16, alpha=0.5,
-    max_source_length=128, max_target_length=128, eval_batch_size=32,
-)
+PAPER_TASKS = ("svamp", "cqa", "esnli", "anli1")
+# Settings per profile on top of the profile's own. tiny: sized for 2 CPU cores (about 90 minutes
+# for the SVAMP study); paper: the profile's T5 v1.1 base, 20 epochs, lr 5e-5 (a GPU).
+STUDY_SETTINGS = {
+    "tiny": dict(student_layers=6, epochs=2.0, learning_rate=3e-4, batch_size=16, alpha=0.5,
+                 max_source_length=128, max_target_length=128, eval_batch_size=32),
+    "colab": {},
+    "paper": {},
+}
+SVAMP_SETTINGS = STUDY_SETTINGS["tiny"]
 # Checkpoint and validation every half epoch; the lowest validation loss wins (early stopping).
 SVAMP_EXTRA = {"save_steps": 0.5, "rationale_answer": True}
 
@@ -44,25 +51,42 @@ ABLATION = [
 ]
 
 
-def svamp_config(**overrides):
-    from utils.config import load_config
+def study_config(task: str = "svamp", profile: str = "tiny", **overrides):
+    """The run config of a study: the profile, the study settings for it, the task's data in full."""
+    from utils.config import PROFILES, load_config
 
+    if task not in PAPER_TASKS:
+        raise ValueError(f"Unknown task {task!r} for a study on the paper's data. Tasks: {', '.join(PAPER_TASKS)}.")
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}. Valid profiles: {', '.join(PROFILES)}.")
     extra = {**SVAMP_EXTRA, **overrides.pop("extra", {})}
-    return load_config("tiny", **{**SVAMP_SETTINGS, **overrides}, extra=extra)
+    values = dict(task=task, n_train=None, n_test=None, max_ops=None, teacher_cache_seed=None,
+                  **STUDY_SETTINGS[profile])
+    return load_config(profile, **{**values, **overrides}, extra=extra)
 
 
-def svamp_datasets(paper_root: str | Path, validation_fraction: float = 0.1) -> dict:
-    """The SVAMP ``DatasetDict`` per rationale policy (``all``, ``correct``), each with the same
-    ``validation`` split carved from train and the 200 test items."""
+def svamp_config(**overrides):
+    return study_config("svamp", "tiny", **overrides)
+
+
+def study_datasets(paper_root: str | Path, task: str = "svamp", validation_fraction: float = 0.1,
+                   max_validation: int = 500) -> dict:
+    """The task's ``DatasetDict`` per rationale policy (``all``, ``correct``), each with the same
+    ``validation`` split carved from train (never from test) and every test item."""
     from utils.data import build_rationale_dataset, load_paper_rationales
     from utils.sweep import split_validation
     from utils.tasks import read_paper_split
 
-    records = load_paper_rationales(paper_root, "svamp", "train")
-    test = read_paper_split(paper_root, "svamp", "test")
-    return {policy: split_validation(build_rationale_dataset(records, "svamp", policy, test, label_field="label"),
-                                     validation_fraction, seed=0)
+    records = load_paper_rationales(paper_root, task, "train")
+    test = read_paper_split(paper_root, task, "test")
+    fraction = min(validation_fraction, max_validation / max(1, len(records)))
+    return {policy: split_validation(build_rationale_dataset(records, task, policy, test, label_field="label"),
+                                     fraction, seed=0)
             for policy in ("all", "correct")}
+
+
+def svamp_datasets(paper_root: str | Path, validation_fraction: float = 0.1) -> dict:
+    return study_datasets(paper_root, "svamp", validation_fraction)
 
 
 def best_variant(cells: list[dict], candidates: list[str]) -> tuple[str, str]:
@@ -79,9 +103,10 @@ def best_variant(cells: list[dict], candidates: list[str]) -> tuple[str, str]:
     return best
 
 
-def svamp_study(paper_root: str | Path, run_dir: str | Path, stages=STAGES, seeds=(0, 1, 2),
-                fractions=(0.25, 0.5, 1.0), name: str = "svamp_study", log=print) -> list[dict]:
-    """Run the stages in order (finished cells are skipped); returns every finished cell."""
+def paper_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp", profile: str = "tiny",
+                stages=STAGES, seeds=(0, 1, 2), fractions=(0.25, 0.5, 1.0), log=print) -> list[dict]:
+    """Run the stages in order (finished cells are skipped); returns every finished cell.
+    The sweep folder and the ``report.json`` section are both named ``<task>_study``."""
     from utils.config import save_config
     from utils.evaluation import plot_fraction_sweep, write_report
     from utils.sweep import load_cells, run_sweep, sweep_report
@@ -91,9 +116,10 @@ def svamp_study(paper_root: str | Path, run_dir: str | Path, stages=STAGES, seed
         raise ValueError(f"Unknown stage(s) {unknown}. Stages: {', '.join(STAGES)}.")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = svamp_config()
+    name = f"{task}_study"
+    config = study_config(task, profile)
     save_config(config, run_dir)
-    datasets = svamp_datasets(paper_root)
+    datasets = study_datasets(paper_root, task)
     splits = ("validation", "test")
     by_name = {v.name: v for v in ABLATION}
 
@@ -118,24 +144,25 @@ def svamp_study(paper_root: str | Path, run_dir: str | Path, stages=STAGES, seed
         log(f"{sc.name}: scoring with self-consistency means training it again (cells keep no weights)")
         sweep([sc], (1.0,), seeds)
     cells = load_cells(run_dir / name)
-    teacher = svamp_teacher(paper_root, run_dir / name)
+    teacher = paper_teacher(paper_root, task, run_dir / name)
     report = {**sweep_report(cells), "chosen": chosen, "teacher": teacher}
     write_report(run_dir, name, report)
     if cells:
         (run_dir / "figures").mkdir(exist_ok=True)
         plot_fraction_sweep([r for r in report["summary"] if r["variant"] in ("standard", chosen[0] if chosen else "dss")],
-                            teacher, run_dir / "figures" / "svamp_fractions.png", inference=None,
-                            title="SVAMP: 6-layer student, PaLM 540B rationales")
+                            teacher, run_dir / "figures" / f"{task}_fractions.png", inference=None,
+                            title=f"{task}: {config.student_model} ({config.student_layers or 'all'} layers), "
+                                  "PaLM 540B rationales")
     return cells
 
 
-def svamp_teacher(paper_root: str | Path, out_dir: str | Path) -> dict:
-    """The PaLM teacher on the 200 test items, from the authors' released outputs (parsed the
+def paper_teacher(paper_root: str | Path, task: str, out_dir: str | Path) -> dict:
+    """The PaLM teacher on the test items, from the authors' released outputs (parsed the
     course's way), with its predictions saved beside the cells."""
     from utils.data import load_paper_rationales
     from utils.evaluation import evaluate_teacher_records, save_predictions
 
-    scored = evaluate_teacher_records(load_paper_rationales(paper_root, "svamp", "test"))
+    scored = evaluate_teacher_records(load_paper_rationales(paper_root, task, "test"))
     save_predictions(scored["predictions"], Path(out_dir) / "teacher_test.jsonl")
     return {"model": "PaLM 540B, few-shot CoT (the authors' released outputs)", "accuracy": scored["accuracy"],
             "ci95": scored["ci95"], "n": scored["n"], "predictions": "teacher_test.jsonl"}

@@ -70,7 +70,8 @@ def _check_family(family: str) -> None:
         raise ValueError(f"Unknown student family {family!r}. Valid families: {', '.join(FAMILIES)}.")
 
 
-def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: bool = False) -> list[dict]:
+def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: bool = False,
+               task: str | None = None) -> list[dict]:
     """The (source, target, task) rows one mode trains on; task 0 is the label, 1 the rationale.
 
     ``standard``: gold labels. ``distill``: teacher labels. ``dss``: labels (gold by default, the
@@ -91,7 +92,7 @@ def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: b
         if mode == "dss" and ex["rationale"]:
             target = ex["rationale"]
             if rationale_answer:
-                target = rationale_with_answer(target, ex["teacher_label"] or ex["label"])
+                target = rationale_with_answer(target, ex["teacher_label"] or ex["label"], task)
             rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": target, "task": 1, "example": index})
     if mode == "dss" and not any(r["task"] == 1 for r in rows):
         raise ValueError("Mode 'dss' needs rationales, but no training row has one. Check the teacher "
@@ -101,9 +102,11 @@ def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: b
     return rows
 
 
-def rationale_with_answer(rationale: str, answer: str) -> str:
-    """A rationale followed by its answer, in the form the math and classification parsers read."""
-    return f"{rationale.rstrip()} The answer is {answer}."
+def rationale_with_answer(rationale: str, answer: str, task: str | None = None) -> str:
+    """A rationale followed by its answer, in the form the task's parser reads (the teachers' own
+    endings: ``The answer is`` for math, ``So the answer is`` for the classification tasks)."""
+    marker = "So the answer is" if task in ("cqa", "esnli", "anli1") else "The answer is"
+    return f"{rationale.rstrip()} {marker} {answer}."
 
 
 def format_prompt(tokenizer, source: str, family: str, chat: bool = False) -> str:
@@ -469,11 +472,11 @@ def _out_of_memory_message(config, lora: dict | None, checkpoint_dir: Path) -> s
             f"{checkpoint_dir}; train_student(..., resume=True) continues from the last one.")
 
 
-def _eval_rows(split, mode: str, label_source: str, rationale_answer: bool = False) -> list[dict]:
+def _eval_rows(split, mode: str, label_source: str, rationale_answer: bool = False, task: str | None = None) -> list[dict]:
     """Validation rows: those of ``mode``, or only the label rows when the split has no rationales."""
     if mode == "dss" and not any(split["rationale"]):
         return build_rows(split, "distill" if label_source == "teacher" else "standard")
-    return build_rows(split, mode, label_source, rationale_answer)
+    return build_rows(split, mode, label_source, rationale_answer, task)
 
 
 def train_student(dataset, config, mode: str, output_dir: str | Path, init: str | None = None,
@@ -519,12 +522,12 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
         print(f"note: {source} has no chat template; training on the plain prompt format")
         chat = False
     rationale_answer = bool(config.extra.get("rationale_answer", False))
-    rows = build_rows(dataset["train"], mode, label_source, rationale_answer)
+    rows = build_rows(dataset["train"], mode, label_source, rationale_answer, config.task)
     features = tokenize_rows(rows, tokenizer, family, config.max_source_length, config.max_target_length, chat)
     features = order_rows(features, config)
     eval_features = None
     if "validation" in dataset:
-        eval_features = tokenize_rows(_eval_rows(dataset["validation"], mode, label_source, rationale_answer), tokenizer, family,
+        eval_features = tokenize_rows(_eval_rows(dataset["validation"], mode, label_source, rationale_answer, config.task), tokenizer, family,
                                       config.max_source_length, config.max_target_length, chat)
     args = training_arguments(config, output_dir, len(features), has_eval=eval_features is not None)
     trainer = MultiTaskTrainer(model=model, args=args, train_dataset=Dataset.from_list(features),
