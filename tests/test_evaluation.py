@@ -244,7 +244,7 @@ def test_study_datasets_carve_validation_from_train_only(task):
 
     data = study_datasets(FIXTURES, task, validation_fraction=0.4)
     assert set(data) == {"all", "correct"}
-    for policy, dd in data.items():
+    for dd in data.values():
         ids = {split: set(dd[split]["id"]) for split in ("train", "validation", "test")}
         assert ids["validation"] and not ids["validation"] & ids["train"]
         assert not (ids["train"] | ids["validation"]) & ids["test"]
@@ -271,7 +271,7 @@ def test_the_variant_is_chosen_on_validation_never_on_test():
     from utils.recipes import best_variant
 
     def cell(variant, val_label, val_rat, test_label):
-        return {"variant": variant, "fraction": 1.0, "results": {
+        return {"variant": variant, "fraction": 0.5, "results": {
             "validation": {"label": {"accuracy": val_label}, "rationale": {"accuracy": val_rat}},
             "test": {"label": {"accuracy": test_label}, "rationale": {"accuracy": 0.0}}}}
 

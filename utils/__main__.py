@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--runs-root", default="runs", help="where run folders go (default: runs/)")
     demo.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
                       help="extra notebook parameter, e.g. --param N_TRAIN=8")
-    one = sub.add_parser("run", help="run one notebook headless into runs/latest")
+    one = sub.add_parser("run", help="run one notebook headless into a run folder (default: runs/latest)")
     one.add_argument("notebook")
+    one.add_argument("--run-dir", default=None, help="run folder of the earlier notebooks (default: runs/latest)")
     one.add_argument("--profile", default="tiny")
     report = sub.add_parser("report", help="print a run's results as Markdown tables")
     report.add_argument("run_dir", nargs="?", default="runs/latest")
@@ -60,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     study.add_argument("--run-dir", default="runs/svamp")
     study.add_argument("--stage", action="append", default=None,
                        help="recipe | ablation | final | self_consistency (repeatable; default: the first three)")
+    serve = sub.add_parser("serve", help="serve an exported student over HTTP (POST /predict, GET /docs)")
+    serve.add_argument("export_dir", help="a folder written by utils.deploy.export_student")
+    serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only; 0.0.0.0: the network")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-inputs", type=int, default=32, help="inputs per request")
+    serve.add_argument("--max-chars", type=int, default=2000, help="characters per input")
+    serve.add_argument("--max-batch", type=int, default=16, help="inputs per model call")
+    serve.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
 
     from utils.config import make_run_dir, resolve_run_dir
@@ -81,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         write_report(run_dir, "timings", timings)
         print(render_markdown(run_dir))
     elif args.command == "run":
-        run_dir = resolve_run_dir(None)
-        print(f"{args.notebook}: {run_notebook(args.notebook, run_dir, {'PROFILE': args.profile}):.1f} s")
+        run_dir = resolve_run_dir(args.run_dir)
+        seconds = run_notebook(args.notebook, run_dir, {"PROFILE": args.profile})
+        name = next(n for n in NOTEBOOKS if n == args.notebook or n.startswith(args.notebook))
+        timings = json.loads((run_dir / "report.json").read_text()).get("timings", {}) if (run_dir / "report.json").exists() else {}
+        timings.pop("total", None)  # no longer one run's wall time
+        write_report(run_dir, "timings", {**timings, name: round(seconds, 1)})
+        print(f"{name}: {seconds:.1f} s")
     elif args.command == "report":
         run_dir = Path(args.run_dir)
         run_dir = (run_dir if run_dir.is_absolute() else Path.cwd() / run_dir).resolve()
@@ -112,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "serve":
         from utils.serve import serve as run_service
 
-        run_service(args.export_dir, args.host, args.port, max_inputs=args.max_inputs, max_chars=args.max_chars,
-                    max_batch=args.max_batch)
+        run_service(args.export_dir, args.host, args.port, threads=args.threads, max_inputs=args.max_inputs,
+                    max_chars=args.max_chars, max_batch=args.max_batch)
     elif args.command == "convert":
         from utils.models import bundled_checkpoint
 

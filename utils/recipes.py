@@ -5,8 +5,9 @@ at once), the study of issue "make step-by-step pay" in three stages (on CPU, fo
 
 1. ``recipe`` (the hour-long CPU recipe): standard fine-tuning against distilling step by step
    (alpha 0.5, teacher-correct rationales) on all the training data, one seed;
-2. ``ablation``: rationales all vs teacher-correct, alpha 0.2 / 0.5 / 0.8, each student scored
-   with label-only inference (the paper) and rationale-then-answer inference;
+2. ``ablation`` (on half the training data, one seed, to fit 2 CPU cores): rationales all vs
+   teacher-correct, alpha 0.2 / 0.5 / 0.8, each student scored with label-only inference (the
+   paper) and rationale-then-answer inference;
 3. ``final``: the variant with the best *validation* accuracy against standard fine-tuning, over
    3 seeds and 25 / 50 / 100 % of the training data, with paired tests on the test items
    (``utils.sweep.compare_to_baseline``).
@@ -89,13 +90,17 @@ def svamp_datasets(paper_root: str | Path, validation_fraction: float = 0.1) -> 
     return study_datasets(paper_root, "svamp", validation_fraction)
 
 
-def best_variant(cells: list[dict], candidates: list[str]) -> tuple[str, str]:
-    """The (variant, inference) with the highest mean validation accuracy; ties go to the first."""
+ABLATION_FRACTION = 0.5
+
+
+def best_variant(cells: list[dict], candidates: list[str], fraction: float = ABLATION_FRACTION) -> tuple[str, str]:
+    """The (variant, inference) with the highest mean validation accuracy at ``fraction``; ties go
+    to the first."""
     best, best_acc = None, -1.0
     for name in candidates:
         for inference in BOTH:
             accs = [c["results"]["validation"][inference]["accuracy"] for c in cells
-                    if c["variant"] == name and c["fraction"] == 1.0 and inference in c["results"].get("validation", {})]
+                    if c["variant"] == name and c["fraction"] == fraction and inference in c["results"].get("validation", {})]
             if accs and sum(accs) / len(accs) > best_acc:
                 best, best_acc = (name, inference), sum(accs) / len(accs)
     if best is None:
@@ -123,26 +128,26 @@ def paper_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp"
     splits = ("validation", "test")
     by_name = {v.name: v for v in ABLATION}
 
-    def sweep(variants, fractions_, seeds_):
+    def sweep(variants, fractions_, seeds_, splits_=splits):
         return run_sweep(config, fractions_, seeds=seeds_, dataset=datasets, run_dir=run_dir, variants=variants,
-                         name=name, splits=splits, log=log)
+                         name=name, splits=splits_, log=log)
 
     if "recipe" in stages:
         sweep([by_name["standard"], by_name["dss"]], (1.0,), seeds[:1])
     if "ablation" in stages:
-        sweep(ABLATION, (1.0,), seeds[:1])
+        sweep(ABLATION, (ABLATION_FRACTION,), seeds[:1])
     chosen = None
     if "final" in stages or "self_consistency" in stages:
         chosen = best_variant(load_cells(run_dir / name), [v.name for v in ABLATION if v.mode == "dss"])
         log(f"best variant on validation: {chosen[0]} with {chosen[1]} inference")
     if "final" in stages:
-        for fraction in sorted(fractions, reverse=True):  # all seeds at 100 % first
-            sweep([by_name["standard"], by_name[chosen[0]]], (fraction,), seeds)
+        for fraction in sorted(fractions, reverse=True):  # all seeds at 100 % first; the test split only
+            sweep([by_name["standard"], by_name[chosen[0]]], (fraction,), seeds, ("test",))
     if "self_consistency" in stages:
         variant = by_name[chosen[0]]
         sc = Variant(f"{variant.name}-sc", variant.mode, variant.overrides, variant.dataset, ("self_consistency",))
         log(f"{sc.name}: scoring with self-consistency means training it again (cells keep no weights)")
-        sweep([sc], (1.0,), seeds)
+        sweep([sc], (1.0,), seeds, ("test",))
     cells = load_cells(run_dir / name)
     teacher = paper_teacher(paper_root, task, run_dir / name)
     report = {**sweep_report(cells), "chosen": chosen, "teacher": teacher}
