@@ -141,8 +141,11 @@ def paper_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp"
         chosen = best_variant(load_cells(run_dir / name), [v.name for v in ABLATION if v.mode == "dss"])
         log(f"best variant on validation: {chosen[0]} with {chosen[1]} inference")
     if "final" in stages:
-        for fraction in sorted(fractions, reverse=True):  # all seeds at 100 % first; the test split only
-            sweep([by_name["standard"], by_name[chosen[0]]], (fraction,), seeds, ("test",))
+        # Only the chosen inference method (and label-only, the paper's) is scored, on the test split.
+        best = by_name[chosen[0]]
+        best = Variant(best.name, best.mode, best.overrides, best.dataset, tuple(dict.fromkeys(("label", chosen[1]))))
+        for fraction in sorted(fractions, reverse=True):  # all seeds at 100 % first
+            sweep([by_name["standard"], best], (fraction,), seeds, ("test",))
     if "self_consistency" in stages:
         variant = by_name[chosen[0]]
         sc = Variant(f"{variant.name}-sc", variant.mode, variant.overrides, variant.dataset, ("self_consistency",))
