@@ -246,6 +246,9 @@ def test_service_rejects_bad_requests_with_a_4xx_and_a_message_and_stays_up(serv
         assert response.status_code == status, f"{name}: {response.status_code} {response.text[:300]}"
         assert message in response.text, f"{name}: {response.text[:300]}"
         assert "x" * 300 not in response.text, f"{name}: the service echoed the oversized input"
+    chunked = service.post("/predict", content=iter([b'{"inputs": "', b"x" * 6000, b"x" * 6000, b'"}']),
+                           headers={"content-type": "application/json"})  # no Content-Length: counted as it arrives
+    assert chunked.status_code == 413, chunked.text
     assert service.get("/predict").status_code == 405
     assert service.get("/healthz").json()["status"] == "ok"
     assert service.post("/predict", json={"inputs": "Ana has 3 pens and buys 2 more."}).status_code == 200
@@ -367,6 +370,15 @@ def test_gguf_round_trip_through_transformers_and_llama_cpp(run):
     assert result["agreement_transformers_gguf"] == 1.0, result
     assert result["same_next_token"] and result["logits_max_abs_diff"] < 0.1, result
     assert result["agreement_llama_cpp"] >= 2 / 3, result
+
+    from llama_cpp import Llama
+
+    half = export_gguf(run["out"], run["out"] / "gguf-f16", dtype="f16")
+    assert 0.4 < half.stat().st_size / path.stat().st_size < 0.6
+    llm = Llama(model_path=str(half), n_ctx=128, n_threads=1, n_threads_batch=1, verbose=False)
+    prompt = format_prompt(None, LABEL_PREFIX + run["test"]["input"][0], "causal")
+    assert llm.create_completion(prompt, max_tokens=4, temperature=0.0)["usage"]["completion_tokens"] >= 1
+    llm.close()
 
 
 # --- ONNX and the demo -------------------------------------------------------------------------------------

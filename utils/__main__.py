@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--verify", action="store_true",
                         help="also recompute every sweep accuracy from its saved predictions (exit 1 on a mismatch)")
     sub.add_parser("convert", help="convert the bundled GGUF teacher into a cached checkpoint")
+    teach = sub.add_parser("teacher", help="run the teacher of a profile on train and test into a cache file")
+    teach.add_argument("--profile", default="tiny")
+    teach.add_argument("--cache", required=True, help="JSONL cache to append to (resumable)")
+    teach.add_argument("--n-train", type=int, default=None)
+    teach.add_argument("--n-test", type=int, default=None)
     study = sub.add_parser("study", help="the study on the authors' PaLM rationales (resumable; see utils/recipes.py)")
     study.add_argument("--paper-data", required=True, help="folder with <task>/ from the authors' datasets.zip")
     study.add_argument("--task", default="svamp", help="svamp | cqa | esnli | anli1")

@@ -127,25 +127,25 @@ def _card_metric_lines(metrics: dict) -> list[str]:
 CARD_BODY = """
 # {name}
 
-A student model distilled step by step (Hsieh et al., 2023, arXiv 2305.02301) by the course
-repository *distilling step-by-step*: a teacher LLM wrote rationales, and this small model learned
-to give the label (prompt prefix `{label_prefix}`) and the rationale (`{rationale_prefix}`) for an input.
+A student model trained by the course repository *distilling step-by-step* (Hsieh et al., 2023,
+arXiv 2305.02301), where a teacher LLM writes rationales and a small model learns from them.
+{learned}
 
 - Mode: `{mode}` (label source: {label_source}); family: {family}; base model: `{base_model}`
 - Task: `{task}`: {task_description}
+- Data: {data_license}
 - Parameters: {parameters:,}
 
 ## Intended use
 
 Answering problems of the task it was trained on, in the format it was trained on, and showing how
 distillation trades size for accuracy in a course. Prompt format (also in `prompt_format.json`):
-`{label_prefix}<problem>` gives the answer (an equation for math tasks), and
-`{rationale_prefix}<problem>` gives the rationale it learned from the teacher.{prompt_note}
+`{label_prefix}<problem>` gives the answer (an equation for math tasks){rationale_use}.{prompt_note}
 
 ```python
 from utils.deploy import Predictor  # from the course repository
 predictor = Predictor.from_pretrained("{out_name}")
-predictor.predict(["{example}"], rationale=True)
+predictor.predict(["{example}"], rationale={rationale_flag})
 ```
 
 Without the course code: load it with `transformers` (`AutoModelFor{auto}.from_pretrained`), build
@@ -159,8 +159,8 @@ the prompt as above, and decode greedily ({label_tokens} new tokens for a label,
 
 - Trained on a small task ({task}) on modest hardware for a course: a teaching artefact, not a
   general-purpose assistant. Outside its task's format its answers mean nothing.
-- Its rationales imitate a teacher that is itself often wrong; a fluent rationale is not a proof.
-  Check its answers before relying on them.
+- A rationale (from a `dss` student) imitates a teacher that is itself often wrong; a fluent
+  rationale is not a proof. Check its answers before relying on them.
 - English only; no safety tuning beyond what its base model had.
 """
 
@@ -172,18 +172,29 @@ def model_card(meta: dict, metrics: dict, name: str, parameters: int, license_id
     from utils.tasks import get_task
 
     try:
-        description = get_task(meta["task"]).description
+        spec = get_task(meta["task"])
+        description, data_license = spec.description, spec.license
     except ValueError:
-        description = "(a task this course does not know)"
+        description, data_license = "(a task this course does not know)", "see the task's source"
+    rationale_prefix = meta.get("rationale_prefix", RATIONALE_PREFIX)
+    learned = {
+        "dss": f"This one is the paper's method: it learned both the label (prompt prefix "
+               f"`{meta.get('label_prefix', LABEL_PREFIX)}`) and the teacher's rationale (`{rationale_prefix}`), "
+               "in one multi-task loss.",
+        "standard": "This one is the paper's first baseline: fine-tuned on the gold labels only, no rationales.",
+        "distill": "This one is the paper's second baseline: trained on the teacher's labels only, no rationales.",
+    }.get(meta["mode"], f"Training mode: {meta['mode']}.")
+    rationale_use = (f", and `{rationale_prefix}<problem>` gives the rationale it learned from the teacher"
+                     if meta["mode"] == "dss" else "")
     header = yaml.safe_dump(_card_metadata(meta, metrics, name, license_id), sort_keys=False, allow_unicode=True)
     body = CARD_BODY.format(
-        name=name, label_prefix=meta.get("label_prefix", LABEL_PREFIX),
-        rationale_prefix=meta.get("rationale_prefix", RATIONALE_PREFIX), mode=meta["mode"],
+        name=name, label_prefix=meta.get("label_prefix", LABEL_PREFIX), mode=meta["mode"],
         label_source=meta.get("label_source", "gold"), family=meta["family"],
         base_model=meta.get("base_model") or meta.get("source_model", "unknown"), task=meta["task"],
-        task_description=description, parameters=parameters, prompt_note=_prompt_note(meta), out_name=name,
+        task_description=description, data_license=data_license, learned=learned, rationale_use=rationale_use,
+        parameters=parameters, prompt_note=_prompt_note(meta), out_name=name,
         example=EXAMPLE_INPUT, auto="CausalLM" if meta["family"] == "causal" else "Seq2SeqLM",
-        label_tokens=LABEL_TOKENS, metrics="\n".join(_card_metric_lines(metrics)))
+        label_tokens=LABEL_TOKENS, rationale_flag=meta["mode"] == "dss", metrics="\n".join(_card_metric_lines(metrics)))
     return f"---\n{header}---\n{body}"
 
 
@@ -552,8 +563,9 @@ def compare_gguf(out_dir: str | Path, gguf_path: str | Path, inputs: list[str], 
     seconds["transformers_gguf"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    llm = Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads, n_batch=512, logits_all=False,
-                verbose=False)
+    # n_threads_batch too: its default (every core) spins against other work on a busy machine
+    llm = Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads,
+                logits_all=False, verbose=False)
     llama_tokens = [llm.tokenize(p.encode("utf-8"), add_bos=False, special=True) for p in prompts]
     hf_tokens = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     llama_answers = []
@@ -564,7 +576,8 @@ def compare_gguf(out_dir: str | Path, gguf_path: str | Path, inputs: list[str], 
 
     llm.close()
     # next-token logits on the first prompt, llama.cpp's against PyTorch's (logits_all keeps them)
-    llm = Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads, logits_all=True, verbose=False)
+    llm = Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads,
+                logits_all=True, verbose=False)
     llm.eval(hf_tokens[0])
     llama_logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
     llm.close()
@@ -747,17 +760,19 @@ class OnnxPredictor:
         return results
 
 
-def compare_onnx(out_dir: str | Path, onnx_dir: str | Path, inputs: list[str], repeats: int = 3) -> dict:
+def compare_onnx(out_dir: str | Path, onnx_dir: str | Path, inputs: list[str], repeats: int = 3,
+                 threads: int | None = None) -> dict:
     """ONNX against PyTorch on ``inputs``: the largest logit difference (first batch), the share
     of equal labels, and the latency per example at batch 1 (median of ``repeats`` passes over
-    the inputs) and batched, for both engines."""
+    the inputs) and batched, for both engines. ``threads``: onnxruntime's intra-op threads (give
+    torch the same with ``torch.set_num_threads`` for a like-for-like timing)."""
     import statistics
 
     import numpy as np
     import torch
 
     predictor = Predictor.from_pretrained(out_dir)
-    onnx = OnnxPredictor.from_pretrained(onnx_dir)
+    onnx = OnnxPredictor.from_pretrained(onnx_dir, threads=threads)
     tok = predictor.tokenizer
     tok.padding_side = "left"
     prompts = [format_prompt(tok, predictor.meta.get("label_prefix", LABEL_PREFIX) + x, "causal") for x in inputs]

@@ -258,10 +258,16 @@ def create_app(predictor_or_dir, max_inputs: int = MAX_INPUTS, max_chars: int = 
     return app
 
 
-def serve(out_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, **limits) -> None:
-    """Run the service in the foreground (Ctrl-C stops it)."""
+def serve(out_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
+          **limits) -> None:
+    """Run the service in the foreground (Ctrl-C stops it). ``threads``: torch's intra-op threads
+    (default: torch's choice); on a machine shared with other work, fewer threads than cores avoid
+    the threads waiting on each other, which slows batched generation most."""
+    import torch
     import uvicorn
 
+    if threads:
+        torch.set_num_threads(threads)
     app = create_app(out_dir, **limits)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
@@ -276,7 +282,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class BackgroundServer:
-    """The service in a thread of this process (notebooks, tests): ``with BackgroundServer(app) as url:``."""
+    """The service in a thread of this process (notebooks, tests): ``with BackgroundServer(app) as url:``,
+    or ``url = server.start()`` ... ``server.stop()``."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int | None = None):
         import uvicorn
@@ -287,6 +294,14 @@ class BackgroundServer:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self) -> str:
+        """Start serving; returns the base URL once the server accepts connections."""
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
@@ -295,10 +310,10 @@ class BackgroundServer:
             time.sleep(0.05)
         return self.url
 
-    def __exit__(self, *exc):
+    def stop(self) -> None:
+        """Stop serving (requests in flight finish first) and wait for the thread."""
         self.server.should_exit = True
         self.thread.join(timeout=30)
-        return False
 
 
 # --- load testing --------------------------------------------------------------------------------
@@ -357,41 +372,42 @@ class PeakRSS:
 
 def load_test(url: str, payloads: list[dict], concurrency: int = 8, timeout: float = 300.0,
               server_pid: int | None = None) -> dict:
-    """Send every payload to ``url/predict`` once, ``concurrency`` at a time, and summarise: a
-    bounded number of requests, so it always ends. ``server_pid``: sample that process's memory."""
+    """Send every payload to ``url/predict`` once, ``concurrency`` at a time (client threads), and
+    summarise: a bounded number of requests, so it always ends. ``server_pid``: sample that
+    process's memory. Threads, not asyncio, so it also runs inside Jupyter's event loop."""
     import httpx
 
-    async def run() -> tuple[list[float], int, int, float]:
-        gate = asyncio.Semaphore(concurrency)
-        seconds, errors, items = [], 0, 0
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+    seconds, errors, items = [], 0, 0
+    counter = threading.Lock()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-            async def one(payload):
-                nonlocal errors, items
-                async with gate:
-                    start = time.perf_counter()
-                    try:
-                        response = await client.post("/predict", json=payload)
-                        ok = response.status_code == 200
-                    except httpx.HTTPError:
-                        ok = False
-                    if ok:
-                        seconds.append(time.perf_counter() - start)
-                        items += len(response.json()["predictions"])
-                    else:
-                        errors += 1
+    def one(payload):
+        nonlocal errors, items
+        start = time.perf_counter()
+        try:
+            response = client.post("/predict", json=payload)
+            answered = len(response.json()["predictions"]) if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError):
+            answered = None
+        elapsed = time.perf_counter() - start
+        with counter:
+            if answered is None:
+                errors += 1
+            else:
+                seconds.append(elapsed)
+                items += answered
 
-            start = time.perf_counter()
-            await asyncio.gather(*(one(p) for p in payloads))
-            return seconds, errors, items, time.perf_counter() - start
-
-    if server_pid is None:
-        seconds, errors, items, wall = asyncio.run(run())
-        return latency_summary(seconds, wall, errors, items, None)
-    with PeakRSS(server_pid) as memory:
-        seconds, errors, items, wall = asyncio.run(run())
-    return latency_summary(seconds, wall, errors, items, memory.peak_mb)
+    memory = PeakRSS(server_pid) if server_pid is not None else None
+    with httpx.Client(base_url=url, timeout=timeout, limits=limits) as client, \
+            ThreadPoolExecutor(max_workers=concurrency) as pool:
+        if memory:
+            memory.__enter__()
+        start = time.perf_counter()
+        list(pool.map(one, payloads))
+        wall = time.perf_counter() - start
+        if memory:
+            memory.__exit__(None, None, None)
+    return latency_summary(seconds, wall, errors, items, memory.peak_mb if memory else None)
 
 
 def load_test_in_process(call, payloads: list, concurrency: int = 8) -> dict:
