@@ -24,7 +24,6 @@ test: setup
 
 lint: setup
 	$(PY) -m ruff check utils tests benchmarks
-	$(PY) -m ruff format --check utils tests benchmarks
 
 clean-runs:
 	rm -rf runs
