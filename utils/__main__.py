@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     study.add_argument("--profile", default="tiny", help="tiny (CPU, 6-layer student) | paper (GPU, T5 v1.1 base)")
     study.add_argument("--run-dir", default="runs/svamp")
     study.add_argument("--stage", action="append", default=None,
-                       help="recipe | ablation | final | self_consistency (repeatable; default: the first three)")
+                       help="recipe | ablation | final | self_consistency | report (repeatable; default: the "
+                            "first three; report alone rewrites report.json and the figure from finished cells)")
     serve = sub.add_parser("serve", help="serve an exported student over HTTP (POST /predict, GET /docs)")
     serve.add_argument("export_dir", help="a folder written by utils.deploy.export_student")
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only; 0.0.0.0: the network")

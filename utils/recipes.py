@@ -27,7 +27,7 @@ from pathlib import Path
 
 from utils.sweep import Variant
 
-STAGES = ("recipe", "ablation", "final", "self_consistency")
+STAGES = ("recipe", "ablation", "final", "self_consistency", "report")  # report: no training, tables only
 
 PAPER_TASKS = ("svamp", "cqa", "esnli", "anli1")
 # Settings per profile on top of the profile's own. tiny: sized for 2 CPU cores (about 90 minutes
@@ -137,8 +137,9 @@ def paper_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp"
     if "ablation" in stages:
         sweep(ABLATION, (ABLATION_FRACTION,), seeds[:1])
     chosen = None
+    candidates = [v.name for v in ABLATION if v.mode == "dss"]
     if "final" in stages or "self_consistency" in stages:
-        chosen = best_variant(load_cells(run_dir / name), [v.name for v in ABLATION if v.mode == "dss"])
+        chosen = best_variant(load_cells(run_dir / name), candidates)
         log(f"best variant on validation: {chosen[0]} with {chosen[1]} inference")
     if "final" in stages:
         # Only the chosen inference method (and label-only, the paper's) is scored, on the test split.
@@ -152,6 +153,11 @@ def paper_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp"
         log(f"{sc.name}: scoring with self-consistency means training it again (cells keep no weights)")
         sweep([sc], (1.0,), seeds, ("test",))
     cells = load_cells(run_dir / name)
+    if chosen is None:
+        try:  # the report names the choice as soon as the ablation has run
+            chosen = best_variant(cells, candidates)
+        except RuntimeError:
+            pass
     teacher = paper_teacher(paper_root, task, run_dir / name)
     report = {**sweep_report(cells), "chosen": chosen, "teacher": teacher}
     write_report(run_dir, name, report)
