@@ -163,7 +163,8 @@ def paper_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp"
     write_report(run_dir, name, report)
     if cells:
         (run_dir / "figures").mkdir(exist_ok=True)
-        plot_fraction_sweep([r for r in report["summary"] if r["variant"] in ("standard", chosen[0] if chosen else "dss")],
+        shown = {"standard", "dss", chosen[0] if chosen else "dss"}  # the baseline, the paper's recipe, the choice
+        plot_fraction_sweep([r for r in report["summary"] if r["variant"] in shown],
                             teacher, run_dir / "figures" / f"{task}_fractions.png", inference=None,
                             title=f"{task}: {config.student_model} ({config.student_layers or 'all'} layers), "
                                   "PaLM 540B rationales")

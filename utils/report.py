@@ -249,9 +249,10 @@ def render_markdown(run_dir: str | Path) -> str:
     machine = report.get("machine", {})
     parts = [f"## Results of `{run_dir.name}`", ""]
     if config:
+        teacher_clause = (f", teacher `{config.get('teacher_model')}` via `{config.get('teacher_backend')}`"
+                          if "teacher" in report else "")  # a study on released outputs ran no teacher
         parts.append(f"Profile `{config.get('profile')}`, task `{config.get('task')}`, student "
-                     f"`{config.get('student_model')}` ({config.get('student_layers') or 'all'} layers), teacher "
-                     f"`{config.get('teacher_model')}` via `{config.get('teacher_backend')}`.")
+                     f"`{config.get('student_model')}` ({config.get('student_layers') or 'all'} layers){teacher_clause}.")
     if machine:
         parts.append(f"Machine: {machine.get('processor') or machine.get('platform')}, {machine.get('cores')} cores, "
                      f"bf16 {'on' if machine.get('bf16') else 'off'}, GPU: {machine.get('gpu') or 'none'}.")
