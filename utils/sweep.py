@@ -156,6 +156,8 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                 cell_dir = sweep_dir / "cells" / variant.name / cell_name(fraction, seed)
                 tag = f"[{done}/{total}] {variant.name} fraction={fraction:g} seed={seed}"
                 if (cell_dir / "cell.json").exists():
+                    if not keep_models and not json.loads((cell_dir / "cell.json").read_text()).get("model"):
+                        shutil.rmtree(cell_dir / "model", ignore_errors=True)  # a kill right after cell.json left it
                     log(f"{tag}: finished before, skipped")
                     continue
                 cell_dir.mkdir(parents=True, exist_ok=True)
