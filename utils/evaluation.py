@@ -207,41 +207,68 @@ def evaluate_teacher_records(records: list[dict]) -> dict:
 # --- costs: size, latency, throughput, memory ----------------------------------------------------
 
 
+class PeakRSS:
+    """Peak resident memory (MB) of a process and its children while the block runs."""
+
+    def __init__(self, pid: int | None = None, every: float = 0.02):
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.every, self.peak_mb = every, 0.0
+
+    def _sample(self) -> float:
+        import psutil
+
+        total = 0
+        for proc in [self.process, *self.process.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total / 2**20
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self.peak_mb = self._sample()
+
+        def loop():
+            while not self._stop.wait(self.every):
+                self.peak_mb = max(self.peak_mb, self._sample())
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._sample())
+        return False
+
+
 class _PeakMemory:
-    """Peak resident memory of this process (MB) while the block runs, sampled every 5 ms; on CUDA,
-    the peak memory torch allocated on the device."""
+    """Peak memory (MB) while the block runs: on CUDA the peak torch allocated on the device, else
+    the resident memory of this process (``PeakRSS``)."""
 
     def __init__(self, device):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.peak_mb = 0.0
 
     def __enter__(self):
-        import threading
-
-        import psutil
-
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-            return self
-        process = psutil.Process()
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.is_set():
-                self.peak_mb = max(self.peak_mb, process.memory_info().rss / 2**20)
-                self._stop.wait(0.005)
-
-        self.peak_mb = process.memory_info().rss / 2**20
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
+        else:
+            self._rss = PeakRSS(every=0.005).__enter__()
         return self
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
         else:
-            self._stop.set()
-            self._thread.join()
+            self._rss.__exit__(*exc)
+            self.peak_mb = self._rss.peak_mb
         return False
 
 

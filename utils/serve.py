@@ -27,6 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from utils.evaluation import PeakRSS  # noqa: F401  (the load tests below and their callers use it)
+
 log = logging.getLogger("utils.serve")
 
 MAX_INPUTS = 32  # inputs per request
@@ -329,45 +331,6 @@ def latency_summary(seconds: list[float], wall: float, errors: int, items: int, 
             "p50_ms": 1000 * _percentile(seconds, 0.50), "p95_ms": 1000 * _percentile(seconds, 0.95),
             "p99_ms": 1000 * _percentile(seconds, 0.99), "mean_ms": 1000 * statistics.fmean(seconds) if seconds else 0.0,
             "peak_memory_mb": peak_mb}
-
-
-class PeakRSS:
-    """Peak resident memory (MB) of a process and its children while the block runs."""
-
-    def __init__(self, pid: int | None = None, every: float = 0.02):
-        import psutil
-
-        self.process = psutil.Process(pid)
-        self.every, self.peak_mb = every, 0.0
-
-    def _sample(self) -> float:
-        import psutil
-
-        total = 0
-        for proc in [self.process, *self.process.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return total / 2**20
-
-    def __enter__(self):
-        self._stop = threading.Event()
-        self.peak_mb = self._sample()
-
-        def loop():
-            while not self._stop.wait(self.every):
-                self.peak_mb = max(self.peak_mb, self._sample())
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._sample())
-        return False
 
 
 def load_test(url: str, payloads: list[dict], concurrency: int = 8, timeout: float = 300.0,
