@@ -212,6 +212,26 @@ def package_versions() -> dict[str, str]:
     return found
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: a crash or Ctrl-C
+    leaves either the old file or the new one, never half of one. Every file a run writes uses it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_json(path: str | Path, payload, **dumps_options) -> Path:
+    """``atomic_write_text`` of ``payload`` as indented JSON (``default=str`` for paths and dates)."""
+    return atomic_write_text(path, json.dumps(payload, indent=2, default=str, **dumps_options))
+
+
 def make_run_dir(root: str | Path = "runs", run_id: str | None = None) -> Path:
     """Create ``root/<run_id>`` (default: a timestamp) and point ``root/latest`` at it."""
     root = Path(root)
@@ -265,15 +285,13 @@ def save_run_metadata(run_dir: Path, config: RunConfig, stage: str) -> Path:
     """Write the config, seed and package versions of a stage next to its results."""
     out = Path(run_dir) / f"{stage}_meta.json"
     meta = {"stage": stage, "config": config.to_dict(), "versions": package_versions()}
-    out.write_text(json.dumps(meta, indent=2))
-    return out
+    return atomic_write_json(out, meta)
 
 
 def save_config(config: RunConfig, run_dir: str | Path) -> Path:
     """Write ``config.json`` into the run folder so later stages reuse the same settings."""
     path = Path(run_dir) / "config.json"
-    path.write_text(json.dumps(config.to_dict(), indent=2))
-    return path
+    return atomic_write_json(path, config.to_dict())
 
 
 def load_run_config(run_dir: str | Path, profile: str | None = None, **overrides) -> RunConfig:
