@@ -92,7 +92,7 @@ def _in_process(kind: str, export: str, items: list, concurrency: int, threads: 
         torch.set_num_threads(threads)
 
     if kind == "student":
-        from utils.deploy import Predictor
+        from utils.export import Predictor
 
         predictor = Predictor.from_pretrained(export)
         predictor.predict(items[:1])  # warm-up

@@ -84,8 +84,8 @@ def run_variant(spec: dict) -> dict:
     )
 
     family = spec["family"]
-    extra = {"bf16": True} if spec["bf16"] else {}  # else the trainer's default (causal: fp32)
-    config = load_config("tiny", student_family=family, batch_size=spec["batch_size"], extra=extra)
+    bf16 = True if spec["bf16"] else None  # else the trainer's default (bf16 where it is fast)
+    config = load_config("tiny", student_family=family, batch_size=spec["batch_size"], bf16=bf16)
     tokenizer = load_tokenizer(spec["init"])
     model = load_model(spec["init"], family)
     train = load_from_disk(spec["data"])["train"]

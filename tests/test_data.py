@@ -271,7 +271,7 @@ def _read_csv(path):
 
 
 def test_export_autotrain_seq2seq(tmp_path, records):
-    from utils.student import LABEL_PREFIX, RATIONALE_PREFIX
+    from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX
 
     dataset = build_rationale_dataset(records, "arith", "correct", TEST_EXAMPLES)
     command = export_autotrain(dataset, tmp_path / "at", "seq2seq")

@@ -1,31 +1,14 @@
-"""Evaluation: the metric on hand-made predictions, paired statistics, the sweep (resumable after a
-kill), the report schema and its Markdown, all on the real bundled model where a model is needed."""
-
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+"""Evaluation: the metric on hand-made predictions, and generation on the real bundled model:
+every inference method, no state left behind (padding side, random state), long prompts cut as in
+training, labels stopped at their first newline."""
 
 import pytest
-from datasets import Dataset, DatasetDict
+import torch
+from datasets import Dataset
 
-from utils.evaluation import (
-    accuracy_from_predictions,
-    bootstrap_ci,
-    compare_costs,
-    describe_costs,
-    evaluate_student,
-    latency_stats,
-    mcnemar,
-    paired_bootstrap,
-)
-from utils.tasks import task_correct
-
-REPO = Path(__file__).resolve().parent.parent
-
+from tests.evaluation_data import arith_dataset
+from utils.evaluation import accuracy_from_predictions, encode_prompts, evaluate_student, generate_predictions
+from utils.metrics import task_correct
 
 # --- the metric on hand-made predictions -----------------------------------------------------------
 
@@ -61,63 +44,7 @@ def test_accuracy_is_recomputed_from_gold_and_prediction_not_from_the_saved_flag
         accuracy_from_predictions([], "svamp")
 
 
-def test_bootstrap_interval_brackets_the_accuracy():
-    correct = [True] * 30 + [False] * 70
-    lo, hi = bootstrap_ci(correct)
-    assert lo < 0.3 < hi and 0.15 < lo and hi < 0.45
-    assert bootstrap_ci([True] * 10) == (1.0, 1.0)
-
-
-def test_mcnemar_exact_values():
-    # 3 items only a gets right, 1 only b: two-sided exact binomial p = 2 * P(X <= 1 | n=4) = 0.625
-    assert mcnemar([1, 1, 1, 0, 1], [0, 0, 0, 1, 1]) == {"a_only": 3, "b_only": 1, "p_value": 0.625}
-    assert mcnemar([1, 0], [1, 0])["p_value"] == 1.0
-    assert mcnemar([1] * 12, [0] * 12)["p_value"] == pytest.approx(2 / 2**12)
-    with pytest.raises(ValueError, match="same items"):
-        mcnemar([1], [1, 0])
-
-
-def test_paired_bootstrap_sees_a_real_difference_and_no_difference():
-    same = [[i % 2 == 0 for i in range(100)]]
-    result = paired_bootstrap(same, same)
-    assert result["difference"] == 0 and result["p_value"] == 1.0
-    better = [[i % 10 != 0 for i in range(100)] for _ in range(3)]  # 90% on every seed
-    worse = [[i % 2 == 0 for i in range(100)] for _ in range(3)]  # 50%
-    result = paired_bootstrap(better, worse)
-    assert result["difference"] == pytest.approx(0.4)
-    assert result["p_value"] < 0.01 and result["ci95"][0] > 0.25
-    with pytest.raises(ValueError, match="same test items"):
-        paired_bootstrap([[True]], [[True, False]])
-
-
-def test_cost_ratios_are_computed_from_measurements():
-    stats = latency_stats([0.1, 0.2, 0.3, 0.4], batch_seconds=0.5, batch_items=4)
-    assert stats["latency_ms_p50"] == pytest.approx(250) and stats["throughput_batched"] == 8
-    student = {"parameters": 50, "size_mb": 100.0, "latency_ms_p50": 20.0, "throughput_batched": 40.0}
-    teacher = {"parameters": 150, "size_mb": 500.0, "latency_ms_p50": 400.0, "throughput_batched": 2.0}
-    ratios = compare_costs(student, teacher)
-    assert ratios == {"parameters_ratio": 3.0, "size_ratio": 5.0, "latency_p50_ratio": 20.0,
-                      "throughput_batched_ratio": 20.0}
-    assert "3.0 times fewer parameters" in describe_costs(ratios)
-    assert compare_costs(student, {"parameters": None})["parameters_ratio"] is None
-
-
 # --- a real model, real generation ---------------------------------------------------------------
-
-
-def _dataset(n_train: int, n_test: int) -> DatasetDict:
-    from utils.tasks import load_task
-
-    def rows(split, n):
-        out = []
-        for ex in load_task("arith", split, n):
-            value = ex["answer"]
-            out.append({"id": ex["id"], "input": ex["input"], "label": ex["equation"], "teacher_label": ex["equation"],
-                        "rationale": f"We compute {ex['equation']} = {value}." if split == "train" else "",
-                        "teacher_correct": True})
-        return Dataset.from_list(out)
-
-    return DatasetDict({"train": rows("train", n_train), "test": rows("test", n_test)})
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +54,19 @@ def two_layer_student(tmp_path_factory):
     return make_layer_subset_student("smollm2-135m-instruct", 2, tmp_path_factory.mktemp("s") / "s2")
 
 
-@pytest.mark.slow
-def test_every_inference_method_saves_what_it_scored(two_layer_student):
+@pytest.fixture(scope="module")
+def student(two_layer_student):
     from utils.models import load_model, load_tokenizer
+
+    return load_model(two_layer_student, "causal"), load_tokenizer(two_layer_student)
+
+
+@pytest.mark.slow
+def test_every_inference_method_saves_what_it_scored(student):
     from utils.rationales import parse_cot
 
-    model, tok = load_model(two_layer_student, "causal"), load_tokenizer(two_layer_student)
-    test = _dataset(1, 3)["test"]
+    model, tok = student
+    test = arith_dataset(1, 3)["test"]
     for inference in ("label", "rationale", "self_consistency"):
         result = evaluate_student(model, tok, test, "causal", "arith", max_new_tokens=8, inference=inference,
                                   rationale_tokens=12, num_samples=2)
@@ -148,137 +81,66 @@ def test_every_inference_method_saves_what_it_scored(two_layer_student):
         evaluate_student(model, tok, test, "causal", "arith", inference="vote")
 
 
-SWEEP_SCRIPT = """
-import sys
-sys.path.insert(0, {repo!r})
-from datasets import load_from_disk
-from utils.config import load_config
-from utils.sweep import run_sweep
-config = load_config("tiny", student_layers=2, epochs=1.0, batch_size=4, extra={{"save_steps": 0}})
-run_sweep(config, (0.5, 1.0), ("standard", "dss"), seeds=(0,), dataset=load_from_disk({data!r}), run_dir={run!r},
-          log=lambda line: print(line, flush=True))
-"""
+@pytest.mark.slow
+def test_evaluation_leaves_the_tokenizer_padding_side_alone(student):
+    # Old code set tokenizer.padding_side = "left" for causal students and never put it back.
+    model, tok = student
+    test = arith_dataset(1, 3)["test"]
+    tok.padding_side = "right"
+    evaluate_student(model, tok, test, "causal", "arith", max_new_tokens=4)
+    generate_predictions(model, tok, list(test["input"]), "causal", max_new_tokens=4, batch_size=3)
+    assert tok.padding_side == "right"
 
 
 @pytest.mark.slow
-def test_sweep_resumes_after_a_kill_and_skips_finished_cells(tmp_path):
-    from utils.evaluation import write_report
-    from utils.report import render_markdown, validate_report, verify_predictions
-    from utils.sweep import load_cells, sweep_report
-
-    data = tmp_path / "data"
-    _dataset(8, 4).save_to_disk(str(data))
-    run = tmp_path / "run"
-    script = tmp_path / "sweep.py"
-    script.write_text(SWEEP_SCRIPT.format(repo=str(REPO), data=str(data), run=str(run)))
-    env = {**os.environ, "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(run.glob("sweep/cells/*/*/cell.json")):
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = list(run.glob("sweep/cells/*/*/cell.json"))
-    assert len(first) == 1, "the kill came after one finished cell"
-    before = first[0].read_text()
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert out.stdout.count("finished before, skipped") == 1
-    assert first[0].read_text() == before, "a finished cell was redone"
-    cells = load_cells(run / "sweep")
-    assert {(c["variant"], c["fraction"]) for c in cells} == {(m, f) for m in ("standard", "dss") for f in (0.5, 1.0)}
-    assert {c["n_train"] for c in cells} == {4, 8}
-    assert not list(run.glob("sweep/cells/*/*/model")), "weights are removed once a cell is scored"
-    # the report: schema, recomputable accuracies, Markdown
-    (run / "config.json").write_text(json.dumps({"profile": "tiny", "task": "arith"}))
-    write_report(run, "sweep", sweep_report(cells))
-    report = json.loads((run / "report.json").read_text())
-    validate_report(report)
-    assert verify_predictions(run) == []
-    text = render_markdown(run)
-    assert "### sweep: test accuracy" in text and "| dss | label |" in text and "Paired against `standard`" in text
-    # a tampered prediction is caught
-    path = run / "sweep" / cells[0]["dir"] / cells[0]["results"]["test"]["label"]["predictions"]
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    rows[0]["prediction"] = rows[0]["gold"] if not rows[0]["correct"] else "nonsense"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert len(verify_predictions(run)) == 1
+def test_self_consistency_sampling_leaves_the_global_random_state_alone(student):
+    # Old code called torch.manual_seed(seed) and left the caller's generator reseeded.
+    model, tok = student
+    test = arith_dataset(1, 2)["test"]
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    first = evaluate_student(model, tok, test, "causal", "arith", inference="self_consistency", rationale_tokens=6,
+                             num_samples=2, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
+    again = evaluate_student(model, tok, test, "causal", "arith", inference="self_consistency", rationale_tokens=6,
+                             num_samples=2, seed=5)
+    assert [r["output"] for r in again["predictions"]] == [r["output"] for r in first["predictions"]], "seeded"
 
 
-def test_a_bad_variant_fails_before_any_training(tmp_path):
-    from utils.config import load_config
-    from utils.sweep import Variant, run_sweep
-
-    config = load_config("tiny")
-    data = _dataset(4, 2)
-    with pytest.raises(ValueError, match="unknown config field"):
-        run_sweep(config, (1.0,), dataset=data, run_dir=tmp_path, variants=[Variant("x", "dss", {"alhpa": 0.3})])
-    with pytest.raises(ValueError, match="wants dataset 'all'"):
-        run_sweep(config, (1.0,), dataset=data, run_dir=tmp_path, variants=[Variant("x", "dss", dataset="all")])
-    with pytest.raises(ValueError, match="alpha must lie"):
-        run_sweep(config, (1.0,), dataset=data, run_dir=tmp_path, variants=[Variant("x", "dss", {"alpha": 2.0})])
-    assert not list(tmp_path.glob("sweep/cells/*"))
-
-
-def test_report_schema_names_what_is_wrong():
-    from utils.report import validate_report
-
-    validate_report({"schema_version": 1})
-    with pytest.raises(ValueError, match="evaluation/teacher/accuracy"):
-        validate_report({"schema_version": 1, "evaluation": {"task": "arith", "n_test": 2, "students": {},
-                                                              "teacher": {"accuracy": 1.5, "ci95": [0, 1], "n": 2}}})
-    with pytest.raises(ValueError, match="schema_version"):
-        validate_report({})
+@pytest.mark.slow
+def test_a_too_long_prompt_keeps_its_prefix_and_its_final_question(student):
+    # Old code tokenized the whole prompt, however long, unlike training (which cuts the middle).
+    model, tok = student
+    question = " How many apples does Ann have now?"
+    long_input = "Ann had 3 apples." + " She looked at the trees." * 60 + question
+    limit = 32
+    (ids,), n_cut = encode_prompts(tok, [long_input], "causal", max_source_length=limit)
+    assert n_cut == 1 and len(ids) == limit
+    text = tok.decode(ids)
+    assert text.startswith("[label] Ann had 3")
+    assert text.endswith(question + "\n")
+    test = Dataset.from_list([{"id": "long", "input": long_input, "label": "( 3 + 0 )"},
+                              {"id": "short", "input": "Ann had 3 apples." + question, "label": "( 3 + 0 )"}])
+    result = evaluate_student(model, tok, test, "causal", "arith", max_new_tokens=4, max_source_length=limit)
+    assert result["cut_sources"] == 1
+    assert evaluate_student(model, tok, test, "causal", "arith", max_new_tokens=4)["cut_sources"] == 0
 
 
-# --- the study recipe on the paper's data (fixtures in the authors' layout) -----------------------
+@pytest.mark.slow
+def test_labels_stopped_at_the_first_line_match_full_decoding_cut_afterwards():
+    # Decoding now stops once a label's first line is complete; the answers must be those of
+    # decoding max_new_tokens and keeping the first line. The whole bundled model (not a layer cut)
+    # writes several lines and often opens with a blank one, which a plain stop at "\n" got wrong.
+    from utils.models import bundled_checkpoint, load_model, load_tokenizer
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "paper_datasets"
-
-
-@pytest.mark.parametrize("task", ["svamp", "cqa"])
-def test_study_datasets_carve_validation_from_train_only(task):
-    from utils.recipes import study_datasets
-
-    data = study_datasets(FIXTURES, task, validation_fraction=0.4)
-    assert set(data) == {"all", "correct"}
-    for dd in data.values():
-        ids = {split: set(dd[split]["id"]) for split in ("train", "validation", "test")}
-        assert ids["validation"] and not ids["validation"] & ids["train"]
-        assert not (ids["train"] | ids["validation"]) & ids["test"]
-        assert ids == {split: set(data["all"][split]["id"]) for split in ids}, "the same split for both policies"
-    kept = sum(1 for r in data["correct"]["train"]["rationale"] if r)
-    assert kept <= sum(1 for r in data["all"]["train"]["rationale"] if r)
-
-
-def test_study_config_per_profile_and_bad_choices():
-    from utils.recipes import study_config
-
-    tiny = study_config("svamp", "tiny")
-    assert (tiny.task, tiny.student_layers, tiny.n_train, tiny.max_ops) == ("svamp", 6, None, None)
-    assert tiny.extra["rationale_answer"] is True
-    paper = study_config("cqa", "paper")
-    assert paper.student_model == "google/t5-v1_1-base" and paper.student_family == "seq2seq"
-    with pytest.raises(ValueError, match="Tasks: svamp, cqa, esnli, anli1"):
-        study_config("arith")
-    with pytest.raises(ValueError, match="Valid profiles"):
-        study_config("svamp", "huge")
-
-
-def test_the_variant_is_chosen_on_validation_never_on_test():
-    from utils.recipes import best_variant
-
-    def cell(variant, val_label, val_rat, test_label):
-        return {"variant": variant, "fraction": 0.5, "results": {
-            "validation": {"label": {"accuracy": val_label}, "rationale": {"accuracy": val_rat}},
-            "test": {"label": {"accuracy": test_label}, "rationale": {"accuracy": 0.0}}}}
-
-    cells = [cell("dss", 0.30, 0.10, 0.90), cell("dss-all", 0.20, 0.35, 0.10)]
-    assert best_variant(cells, ["dss", "dss-all"]) == ("dss-all", "rationale")
-    with pytest.raises(RuntimeError, match="ablation"):
-        best_variant([], ["dss"])
+    path = bundled_checkpoint("smollm2-135m-instruct")
+    model, tok = load_model(path, "causal"), load_tokenizer(path)
+    inputs = list(arith_dataset(1, 4)["test"]["input"])
+    full = generate_predictions(model, tok, inputs, "causal", max_new_tokens=16, batch_size=4, first_line=False)
+    assert any("\n" in text for text in full), "the check needs outputs of more than one line"
+    stopped = generate_predictions(model, tok, inputs, "causal", max_new_tokens=16, batch_size=4)
+    assert stopped == [text.split("\n")[0].strip() for text in full]
+    assert all(stopped)
 
 
 def test_rationale_targets_end_the_way_the_task_parser_reads():

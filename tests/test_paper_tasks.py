@@ -1,5 +1,5 @@
-"""The paper's four tasks: specs, input formatting, parsers, metrics, the authors' released layout
-(on small fixtures in tests/fixtures/paper_datasets) and the errors a user meets offline."""
+"""utils/paper_data.py and the paper's four tasks: specs, input formatting, parsers, the authors' released
+layout (on small fixtures in tests/fixtures/paper_datasets) and the errors a user meets offline."""
 
 import json
 import random
@@ -10,27 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from utils.data import PaperDataUnavailable, build_rationale_dataset, download_paper_data, load_paper_rationales
-from utils.prompts import format_answer, load_exemplars
-from utils.rationales import PARSERS, label_key, majority_vote, parse_cot, parse_cot_detailed
-from utils.tasks import (
-    ALL_TASK_NAMES,
-    PAPER_TASK_NAMES,
-    TASK_NAMES,
+from utils.data import build_rationale_dataset
+from utils.metrics import task_correct
+from utils.paper_data import (
     HubUnavailableError,
+    PaperDataUnavailable,
     cqa_choice_text,
+    download_paper_data,
     format_cqa,
     format_nli,
-    get_task,
     load_hub_split,
-    load_task,
-    normalize_label,
+    load_paper_rationales,
     paper_example,
     paper_svamp_split,
     read_paper_split,
-    task_accuracy,
-    task_correct,
 )
+from utils.prompts import format_answer, load_exemplars
+from utils.rationales import PARSERS, label_key, majority_vote, parse_cot, parse_cot_detailed
+from utils.tasks import ALL_TASK_NAMES, CLASSIFICATION, EQUATION, PAPER_TASK_NAMES, TASK_NAMES, get_task, load_task
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "paper_datasets"
 RECORD_KEYS = {
@@ -52,19 +49,19 @@ RECORD_KEYS = {
 
 
 @pytest.mark.parametrize(
-    ("task", "metric", "prefix", "splits", "hub_id"),
+    ("task", "kind", "prefix", "splits", "hub_id"),
     [
-        ("svamp", "equation value", "The answer is", ("train", "test"), "ChilleD/SVAMP"),
-        ("cqa", "label accuracy", "So the answer is", ("train", "test"), "tau/commonsense_qa"),
-        ("esnli", "label accuracy", "Answer:", ("train", "valid", "test"), "esnli/esnli"),
-        ("anli1", "label accuracy", "So the answer is", ("train", "valid", "test"), "facebook/anli"),
+        ("svamp", EQUATION, "The answer is", ("train", "test"), "ChilleD/SVAMP"),
+        ("cqa", CLASSIFICATION, "So the answer is", ("train", "test"), "tau/commonsense_qa"),
+        ("esnli", CLASSIFICATION, "Answer:", ("train", "valid", "test"), "esnli/esnli"),
+        ("anli1", CLASSIFICATION, "So the answer is", ("train", "valid", "test"), "facebook/anli"),
     ],
 )
-def test_paper_task_specs(task, metric, prefix, splits, hub_id):
+def test_paper_task_specs(task, kind, prefix, splits, hub_id):
     spec = get_task(task)
-    assert (spec.label_field, spec.metric, spec.answer_prefix) == ("label", metric, prefix)
-    assert spec.splits == splits and spec.hub_id == hub_id and spec.license
-    assert task in PAPER_TASK_NAMES and task in ALL_TASK_NAMES and task in PARSERS
+    assert (spec.label_field, spec.kind, spec.answer_prefix) == ("label", kind, prefix)
+    assert spec.splits == splits and spec.hub_id == hub_id and spec.license and spec.paper
+    assert task in PAPER_TASK_NAMES and task in ALL_TASK_NAMES and spec.parser in PARSERS
 
 
 def test_bundled_task_list_is_unchanged():
@@ -203,35 +200,9 @@ def test_label_keys_and_votes_for_classification():
     assert label_key("( 2 + 3 )", "svamp") == "5"
 
 
-@pytest.mark.parametrize(
-    ("task", "pred", "gold", "expected"),
-    [
-        ("svamp", "( 84 / 2 )", "( 84.0 / 2.0 )", True),
-        ("svamp", "42", "( 84.0 / 2.0 )", True),
-        ("svamp", "( 84 * 2 )", "( 84.0 / 2.0 )", False),
-        ("svamp", None, "( 84.0 / 2.0 )", False),
-        ("cqa", "Refrigerator.", "refrigerator", True),
-        ("cqa", "(b) refrigerator", "refrigerator", True),
-        ("cqa", "oven", "refrigerator", False),
-        ("cqa", None, "refrigerator", False),
-        ("esnli", " Entailment ", "entailment", True),
-        ("esnli", "neutral", "entailment", False),
-        ("anli1", "it is not possible to tell", "neutral", True),
-        ("anli1", "no", "contradiction", True),
-        ("arith", "( 2 + 3 )", 5, True),
-    ],
-)
-def test_task_correct(task, pred, gold, expected):
-    assert task_correct(task, pred, gold) is expected
-
-
-def test_task_accuracy_and_normalize_label():
-    assert task_accuracy("cqa", ["bank", "(a) Oven", None], ["bank", "oven", "car"]) == pytest.approx(2 / 3)
-    assert normalize_label("cqa", '"Bank".') == "bank" and normalize_label("cqa", None) is None
-    with pytest.raises(ValueError):
-        task_accuracy("cqa", ["a"], ["a", "b"])
-    with pytest.raises(ValueError, match="empty"):
-        task_correct("cqa", "bank", "  ")
+def test_paper_example_refuses_a_task_that_is_not_the_papers():
+    with pytest.raises(ValueError, match="not a paper task. Paper tasks: svamp, cqa, esnli, anli1"):
+        paper_example("arith", {"input": "x", "label": "1"}, 0, "train")
 
 
 @pytest.mark.parametrize("task", PAPER_TASK_NAMES)
@@ -361,11 +332,11 @@ def test_hub_offline_error_says_what_to_do(monkeypatch, tmp_path, task):
 
 
 def test_unreachable_hub_fails_fast_without_downloading(monkeypatch):
-    import utils.tasks
+    import utils.paper_data
 
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(utils.tasks, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(utils.paper_data, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(HubUnavailableError, match="seems to be offline"):
         load_hub_split("anli1", "valid")
 

@@ -3,7 +3,7 @@
 import pytest
 
 from utils.prompts import build_prompt, load_exemplars
-from utils.rationales import majority_vote, parse_cot, parse_cot_detailed
+from utils.rationales import label_key, majority_vote, parse_cot, parse_cot_detailed
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_unparsable_outputs_say_why(text):
 
 
 def test_unknown_task_parser_is_an_error():
-    with pytest.raises(ValueError, match="Tasks with parsers"):
+    with pytest.raises(ValueError, match="Unknown task 'nope'. Valid choices: arith"):
         parse_cot("x", "nope")
 
 
@@ -44,6 +44,16 @@ def test_majority_vote_by_value():
     label, votes = majority_vote(["( 2 + 3 )", "5", "( 1 + 1 )", None], "arith")
     assert label == "( 2 + 3 )" and votes == 2
     assert majority_vote([None, "junk"], "arith") == (None, 0)
+
+
+def test_votes_are_keyed_by_exact_value():
+    # Six significant digits made 0.3333333 and 1 / 3 one vote; they are different answers.
+    assert label_key("0.3333333", "arith") != label_key("1 / 3", "arith")
+    assert majority_vote(["0.3333333", "1 / 3", "( 2 / 6 )"], "arith") == ("1 / 3", 2)
+    assert label_key("22090000", "svamp") != label_key("22090603", "svamp")
+    # The same value written differently is one vote.
+    assert label_key(42.0, "svamp") == label_key("( 84 / 2 )", "svamp") == label_key("( 84.0 / 2.0 )", "svamp")
+    assert majority_vote(["( 84 / 2 )", "41", "42.0"], "svamp") == ("( 84 / 2 )", 2)
 
 
 def test_prompt_forms():

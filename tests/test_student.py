@@ -8,9 +8,9 @@ from datasets import Dataset, DatasetDict
 
 from utils.config import load_config
 from utils.models import load_model, load_tokenizer, make_layer_subset_student
+from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX
 from utils.student import (
     IGNORE,
-    LABEL_PREFIX,
     MultiTaskCollator,
     build_rows,
     multitask_loss,
@@ -139,8 +139,8 @@ def test_label_source_gold_by_default_or_teacher():
 def test_train_student_checks_its_settings_before_loading_anything(tmp_path):
     data = DatasetDict({"train": _split(2)})
     missing = str(tmp_path / "never-built")  # would fail to load: each check must come first
-    cases = [({"extra": {"label_source": "oracle"}}, "label_source"),
-             ({"extra": {"lora": {"rank": 4}}}, "Unknown LoRA setting"),
+    cases = [({"label_source": "oracle"}, "label_source"),
+             ({"lora": {"rank": 4}}, "Unknown LoRA setting"),
              ({"alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
              ({"student_family": "rnn"}, "Valid families: causal, seq2seq")]
     for changes, message in cases:
@@ -169,19 +169,19 @@ def test_training_arguments_follow_use_bf16_and_the_checkpoint_settings(monkeypa
         # both families by default: bf16 exactly where use_bf16 says it is fast; never when turned off
         assert training_arguments(load_config("tiny", student_family="seq2seq"), tmp_path, 16).bf16 is flag
         assert training_arguments(config, tmp_path, 16).bf16 is flag
-        assert training_arguments(load_config("tiny", extra={"bf16": False}), tmp_path, 16).bf16 is False
-        assert training_arguments(load_config("tiny", student_family="seq2seq", extra={"bf16": False}), tmp_path,
+        assert training_arguments(load_config("tiny", bf16=False), tmp_path, 16).bf16 is False
+        assert training_arguments(load_config("tiny", student_family="seq2seq", bf16=False), tmp_path,
                                   16).bf16 is False
     monkeypatch.setattr(utils.config, "use_bf16", lambda device: False)
     args = training_arguments(config, tmp_path, 16)
     assert args.disable_tqdm is False and args.save_total_limit == 2
     assert args.save_strategy == "epoch" and args.output_dir == str(tmp_path / "checkpoints")
     assert (args.warmup_steps, args.logging_steps) == (1, 2)  # the schedule the tiny results used
-    config.extra = {"save_steps": 3}
+    config.save_steps = 3
     args = training_arguments(config, tmp_path, 16, has_eval=True)
     assert (args.save_strategy, args.save_steps, args.eval_strategy, args.eval_steps) == ("steps", 3, "steps", 3)
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss" and not args.greater_is_better
-    config.extra = {"save_steps": 0}
+    config.save_steps = 0
     assert training_arguments(config, tmp_path, 16).save_strategy == "no"
 
 
@@ -244,7 +244,7 @@ def test_one_forward_pass_equals_the_papers_two(family, tiny_student, tiny_t5):
 def test_chat_template_prompt_format(tiny_student, tiny_t5, tmp_path):
     from transformers import AutoConfig
 
-    from utils.student import format_prompt, trained_with_chat_template
+    from utils.prompting import format_prompt, trained_with_chat_template
 
     path, tokenizer = tiny_student
     source = LABEL_PREFIX + "Tom has 2 apples."
@@ -299,7 +299,7 @@ def test_lora_trains_and_merges_into_a_plain_checkpoint(tiny_student, tmp_path):
     path, tokenizer = tiny_student
     data = DatasetDict({"train": _split(8)})
     config = load_config("tiny", epochs=2.0, batch_size=8, learning_rate=1e-2,
-                         extra={"lora": True, "keep_checkpoints": True})
+                         lora=True, keep_checkpoints=True)
     result = train_student(data, config, "dss", tmp_path / "out", init=str(path))
     out = tmp_path / "out"
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").exists()
@@ -353,7 +353,7 @@ def test_a_validation_split_picks_the_best_checkpoint(tiny_student, tmp_path):
 
     path, _ = tiny_student
     data = DatasetDict({"train": _split(8), "validation": _split(4, rationale=False)})  # no rationales: label rows
-    config = load_config("tiny", epochs=3.0, batch_size=8, learning_rate=1e-3, extra={"keep_checkpoints": True})
+    config = load_config("tiny", epochs=3.0, batch_size=8, learning_rate=1e-3, keep_checkpoints=True)
     result = train_student(data, config, "dss", tmp_path / "out", init=str(path))
     evals = [h["eval_loss"] for h in result.log_history if "eval_loss" in h]
     assert len(evals) == 3  # one evaluation per epoch, with the checkpoint
@@ -363,3 +363,87 @@ def test_a_validation_split_picks_the_best_checkpoint(tiny_student, tmp_path):
     best, final = load_file(Path(state["best_model_checkpoint"]) / "model.safetensors"), load_file(
         tmp_path / "out" / "model.safetensors")
     assert all(torch.equal(best[k], final[k]) for k in best)  # the saved student is the best one
+
+
+# --- issue 14: the paper's loss in every batch, targets that end with their own answer, cuts -------
+
+
+def test_a_label_only_dss_batch_weighs_the_label_loss_by_alpha():
+    """Length-grouped batches can hold label rows only; in dss they still count alpha, not 1."""
+    ce = torch.tensor([2.0, 4.0, 6.0])
+    label_only = torch.zeros(3, dtype=torch.long)
+    loss, parts = multitask_loss(ce, label_only, 0.3)
+    assert parts == {"label": pytest.approx(4.0)} and loss.item() == pytest.approx(0.3 * 4.0)
+    rationale_only = torch.ones(3, dtype=torch.long)
+    assert multitask_loss(ce, rationale_only, 0.3)[0].item() == pytest.approx(0.7 * 4.0)
+    assert multitask_loss(ce, label_only, 1.0)[0].item() == pytest.approx(4.0)  # standard / distill
+
+
+@pytest.mark.slow
+def test_training_on_a_label_only_dss_batch_takes_alpha_of_the_standard_gradient(tiny_student):
+    """One real backward pass through MultiTaskTrainer.compute_loss: dss (alpha 0.25) on a batch
+    of label rows gives exactly 0.25 of the gradient that standard training gives on it."""
+    from transformers import TrainingArguments
+
+    from utils.student import MultiTaskTrainer
+
+    path, tokenizer = tiny_student
+    rows = build_rows(_split(3), "standard")
+    batch = MultiTaskCollator(tokenizer.pad_token_id)(tokenize_rows(rows, tokenizer, "causal", 64, 32))
+    grads = {}
+    for name, alpha in (("standard", 1.0), ("dss", 0.25)):
+        model = load_model(path).train()
+        args = TrainingArguments(output_dir="/tmp/unused-dss-args", use_cpu=True, report_to="none")
+        trainer = MultiTaskTrainer(model=model, args=args, alpha=alpha, family="causal")
+        trainer.compute_loss(model, batch).backward()
+        grads[name] = model.get_input_embeddings().weight.grad.clone()
+    assert torch.allclose(grads["dss"], 0.25 * grads["standard"], atol=1e-6, rtol=1e-4)
+
+
+def test_a_rationale_target_ends_with_the_answer_it_reached_not_the_vote():
+    """The teacher voted ( 2 + 4 ) but its kept (correct) rationale reached ( 2 + 3 ): the target
+    must end with the rationale's own answer."""
+    from utils.data import build_rationale_dataset
+
+    samples = [{"text": "", "rationale": "2 + 4 = 6.", "label": "( 2 + 4 )", "error": None},
+               {"text": "", "rationale": "2 + 4 = 6!", "label": "( 2 + 4 )", "error": None},
+               {"text": "", "rationale": "Tom has 2 and gets 3: 2 + 3 = 5.", "label": "( 2 + 3 )", "error": None}]
+    record = {"id": "x", "input": "Tom has 2 apples and gets 3. How many?", "gold": "( 3 + 2 )",
+              "teacher_label": "( 2 + 4 )", "rationale": "2 + 4 = 6.", "samples": samples,
+              "correct_rationale": "Tom has 2 and gets 3: 2 + 3 = 5.", "teacher_correct": False}
+    dataset = build_rationale_dataset([record], "arith", policy="correct")
+    assert dataset["train"][0]["rationale_label"] == "( 2 + 3 )"
+    (target,) = [r["target"] for r in build_rows(dataset["train"], "dss", rationale_answer=True, task="arith")
+                 if r["task"] == 1]
+    assert target == "Tom has 2 and gets 3: 2 + 3 = 5. The answer is ( 2 + 3 )."
+    kept_all = build_rationale_dataset([record], "arith", policy="all")["train"][0]
+    assert kept_all["rationale"] == "2 + 4 = 6." and kept_all["rationale_label"] == "( 2 + 4 )"
+
+
+@pytest.mark.slow
+def test_long_sources_and_rationales_are_cut_in_the_middle_and_counted(tiny_student):
+    """A too-long rationale keeps its final answer, a too-long source its prefix and its question
+    with the trailing newline; the cut rows are counted."""
+    _, tokenizer = tiny_student
+    long_input = "Tom walks. " * 60 + "How many apples does Tom have?"
+    long_rationale = "He counts again. " * 60 + "The answer is ( 2 + 3 )."
+    split = Dataset.from_list([
+        {"id": "0", "input": long_input, "label": "( 2 + 3 )", "teacher_label": "( 2 + 3 )",
+         "rationale": long_rationale, "rationale_label": "( 2 + 3 )", "teacher_correct": True},
+        {"id": "1", "input": "Tom has 2 apples.", "label": "( 2 )", "teacher_label": "( 2 )",
+         "rationale": "He has 2.", "rationale_label": "( 2 )", "teacher_correct": True}])
+    counts = {}
+    features = tokenize_rows(build_rows(split, "dss"), tokenizer, "causal", 32, 24, counts=counts)
+    assert counts == {"source": 2, "target": 1, "rows": 2}  # row 0's two tasks: 2 sources, 1 long target
+    rationale = next(f for f in features if f["task"] == 1 and f["example"] == 0)
+    target_ids = [t for t in rationale["labels"] if t != IGNORE]
+    assert len(target_ids) == 24 and target_ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(target_ids[:-1]).endswith("The answer is ( 2 + 3 ).")
+    label = next(f for f in features if f["task"] == 0 and f["example"] == 0)
+    prompt_ids = [t for t, lab in zip(label["input_ids"], label["labels"]) if lab == IGNORE]
+    text = tokenizer.decode(prompt_ids)
+    assert len(prompt_ids) == 32 and text.startswith(LABEL_PREFIX + "Tom walks.")
+    assert text.endswith("How many apples does Tom have?\n")
+    short = [f for f in features if f["example"] == 1]
+    assert all(IGNORE in f["labels"] for f in short)  # the short example is whole
+    assert RATIONALE_PREFIX.strip() in tokenizer.decode(rationale["input_ids"][:8])

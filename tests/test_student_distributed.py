@@ -91,7 +91,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_a_killed_run_resumes_to_the_same_weights(student, tmp_path):
     # 16 rows, 4 per step: 4 steps per epoch, 12 in all; a checkpoint every 3 steps lands mid-epoch,
     # so resuming has to skip the batches of the current epoch that were already trained on.
-    config = {"epochs": 3.0, "batch_size": 4, "learning_rate": 1e-3, "extra": {"save_steps": 3}}
+    config = {"epochs": 3.0, "batch_size": 4, "learning_rate": 1e-3, "save_steps": 3}
     examples = _examples(8)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     full_out, cut_out = tmp_path / "uninterrupted", tmp_path / "killed"
@@ -145,7 +145,7 @@ def test_torchrun_two_processes_match_one_process(student, tmp_path):
     assert len({len(f["input_ids"]) for f in features if f["task"] == 0}) == 1
     assert len({len(f["input_ids"]) for f in features if f["task"] == 1}) == 1
     # fp32 on both sides: the test compares DDP's arithmetic with one process, which bf16 rounding would blur.
-    settings = {"epochs": 3.0, "learning_rate": 1e-3, "extra": {"bf16": False}}
+    settings = {"epochs": 3.0, "learning_rate": 1e-3, "bf16": False}
     # One process, 8 rows per step.
     single = train_student(
         DatasetDict({"train": Dataset.from_list(examples)}),

@@ -1,4 +1,4 @@
-"""Command line: ``python -m utils demo | run NOTEBOOK | report RUN_DIR | teacher | study | convert | serve EXPORT_DIR``."""
+"""Command line: ``python -m utils demo | run NOTEBOOK | report RUN_DIR | costs SPEC | teacher | study | convert | serve EXPORT_DIR``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("run_dir", nargs="?", default="runs/latest")
     report.add_argument("--verify", action="store_true",
                         help="also recompute every sweep accuracy from its saved predictions (exit 1 on a mismatch)")
+    costs = sub.add_parser("costs", help="measure one model's costs in this process (utils.costs.measure_in_subprocess)")
+    costs.add_argument("spec", help="a JSON file naming the model and the inputs (see utils.costs.measure_from_spec)")
+    costs.add_argument("--out", default=None, help="write the costs here as JSON (default: print them)")
     sub.add_parser("convert", help="convert the bundled GGUF teacher into a cached checkpoint")
     teach = sub.add_parser("teacher", help="run the teacher of a profile on train and test into a cache file")
     teach.add_argument("--profile", default="tiny")
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="recipe | ablation | final | self_consistency | report (repeatable; default: the "
                             "first three; report alone rewrites report.json and the figure from finished cells)")
     serve = sub.add_parser("serve", help="serve an exported student over HTTP (POST /predict, GET /docs)")
-    serve.add_argument("export_dir", help="a folder written by utils.deploy.export_student")
+    serve.add_argument("export_dir", help="a folder written by utils.export.export_student")
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only; 0.0.0.0: the network")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-inputs", type=int, default=32, help="inputs per request")
@@ -78,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from utils.config import make_run_dir, resolve_run_dir
-    from utils.evaluation import write_report
-    from utils.report import render_markdown, verify_predictions
+    from utils.report import render_markdown, verify_predictions, write_report
 
     if args.command == "demo":
         params = {"PROFILE": args.profile}
@@ -111,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
             problems = verify_predictions(run_dir)
             print("\n".join(problems) if problems else "Every sweep accuracy agrees with its saved predictions.")
             return 1 if problems else 0
+    elif args.command == "costs":
+        from utils.config import atomic_write_json
+        from utils.costs import measure_from_spec
+
+        measured = measure_from_spec(json.loads(Path(args.spec).read_text()))
+        if args.out:
+            atomic_write_json(args.out, measured)
+        else:
+            print(json.dumps(measured, indent=2))
     elif args.command == "teacher":
         from utils.config import load_config
         from utils.tasks import select_examples

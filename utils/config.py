@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 import platform
-import random
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,11 +50,21 @@ class RunConfig:
     batch_size: int = 16  # rows per step (label and rationale rows together)
     max_source_length: int = 128  # input tokens kept
     max_target_length: int = 96  # target tokens kept (rationales are the long ones)
+    # Too-long sources and targets are cut in the middle (utils.prompting.cut_middle): the task
+    # prefix, the question at the end and a rationale's final answer always survive.
+    # --- student options (utils.student; validated in validate_config) ---
+    label_source: str = "gold"  # gold | teacher: the labels dss learns beside the rationales
+    rationale_answer: bool = False  # end each rationale target with "The answer is <its own answer>."
+    chat_template: bool = False  # causal prompts as a chat turn (when the tokenizer has a template)
+    lora: bool | dict | None = None  # True or {"r", "alpha", "dropout", "targets"}: train LoRA adapters
+    bf16: bool | None = None  # None: bf16 autocast where it is fast (utils.config.use_bf16); False: fp32
+    save_steps: float | None = None  # checkpoint every N steps (<1: that fraction of an epoch; 0: never)
+    keep_checkpoints: bool = False  # keep checkpoints after a successful run (else removed)
     # --- evaluation (notebook 04) ---
     eval_batch_size: int = 16  # rows per generate() call
     # --- where things go ---
     runs_root: str = "runs"  # run folders live here; runs/latest points at the newest
-    extra: dict = field(default_factory=dict)  # free-form notes a user wants recorded
+    extra: dict = field(default_factory=dict)  # free-form notes a user wants recorded (nothing reads them)
 
     def to_dict(self) -> dict:
         """Plain-JSON view of the config (tuples become lists)."""
@@ -129,11 +138,24 @@ def load_config(profile: str | None = None, **overrides) -> RunConfig:
     if unknown:
         raise ValueError(f"Unknown config field(s) {unknown}. Valid fields: {', '.join(sorted(known))}.")
     values = {**PROFILES[name], **overrides, "profile": name}
+    values.update(_student_options_from_extra(values, known))
     if "modes" in values:
         values["modes"] = tuple([values["modes"]] if isinstance(values["modes"], str) else values["modes"])
     config = RunConfig(**values)
     validate_config(config)
     return config
+
+
+STUDENT_OPTIONS = ("label_source", "rationale_answer", "chat_template", "lora", "bf16", "save_steps",
+                   "keep_checkpoints")
+LORA_KEYS = ("r", "alpha", "dropout", "targets")
+
+
+def _student_options_from_extra(values: dict, known: set[str]) -> dict:
+    """Student options that older run folders kept in ``extra`` become the typed fields they are now."""
+    extra = dict(values.get("extra") or {})
+    moved = {k: extra.pop(k) for k in STUDENT_OPTIONS if k in extra and k not in values}
+    return {**moved, "extra": extra} if moved else {}
 
 
 def validate_config(config: RunConfig) -> None:
@@ -153,18 +175,39 @@ def validate_config(config: RunConfig) -> None:
         raise ValueError(f"alpha must lie in [0, 1], got {config.alpha}.")
     if config.n_samples < 1:
         raise ValueError(f"n_samples must be at least 1, got {config.n_samples}.")
+    validate_student_options(config)
+
+
+def validate_student_options(config: RunConfig) -> None:
+    """The one place the student's options are checked, with the valid choices in each message."""
+    if config.label_source not in ("gold", "teacher"):
+        raise ValueError(f"Unknown label_source {config.label_source!r}. Valid choices: gold, teacher "
+                         "(gold labels or the teacher's, next to its rationales).")
+    for name in ("rationale_answer", "chat_template", "keep_checkpoints"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(config, name)!r}.")
+    if config.bf16 not in (None, True, False):
+        raise ValueError(f"bf16 must be None (where fast), True or False, got {config.bf16!r}.")
+    if config.lora not in (None, True, False) and not isinstance(config.lora, dict):
+        raise ValueError(f"lora must be True or a dict with keys {list(LORA_KEYS)}, got {config.lora!r}.")
+    if isinstance(config.lora, dict):
+        unknown = sorted(set(config.lora) - set(LORA_KEYS))
+        if unknown:
+            raise ValueError(f"Unknown LoRA setting(s) {unknown}. Valid keys: {', '.join(LORA_KEYS)}.")
+    if config.save_steps is not None and (isinstance(config.save_steps, bool) or config.save_steps < 0):
+        raise ValueError(f"save_steps must be None, 0 (no checkpoints), a fraction of an epoch below 1 or a "
+                         f"number of steps, got {config.save_steps!r}.")
+    for name in ("max_source_length", "max_target_length"):
+        if getattr(config, name) < 2:
+            raise ValueError(f"{name} must be at least 2 tokens (both ends of a text are kept), "
+                             f"got {getattr(config, name)}.")
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated."""
-    import numpy as np
-    import torch
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated (``transformers.set_seed``)."""
+    from transformers import set_seed
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    set_seed(seed)
 
 
 def pick_device(verbose: bool = True) -> str:

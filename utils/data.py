@@ -5,7 +5,7 @@ label, ``teacher_label`` the teacher's voted answer, ``rationale`` the teacher r
 the policy (empty when none is kept, so that row trains the label task only).
 
 Records come from our own teacher (``utils.teacher.generate_rationales``) or from the paper's
-released PaLM rationales (``load_paper_rationales``); both have the same shape. This module also
+released PaLM rationales (``utils.paper_data.load_paper_rationales``); both have the same shape. This module also
 subsamples training fractions (``subsample``), writes a dataset card (``save_dataset``) and exports
 the dataset for Hugging Face AutoTrain (``export_autotrain``).
 """
@@ -15,16 +15,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import statistics
-import urllib.error
-import urllib.request
-import zipfile
 from pathlib import Path
 
-from utils.tasks import PAPER_DATA_URL, get_task
+from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX, check_columns
+from utils.tasks import get_task
 
-COLUMNS = ("id", "input", "label", "teacher_label", "rationale", "teacher_correct")
+COLUMNS = ("id", "input", "label", "teacher_label", "rationale", "rationale_label", "teacher_correct")
 POLICIES = {
     "all": "keep all: every row keeps the teacher's rationale that agrees with its vote, right or wrong",
     "correct": "keep teacher-correct only: a row keeps a rationale only if its answer equals the gold label; "
@@ -35,136 +32,6 @@ PAPER_FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # the training-data fractions of the 
 RECORD_FIELDS = ("id", "input", "gold", "teacher_label", "rationale")
 PAPER_RATIONALES_LICENSE = "Apache-2.0 (google-research/distilling-step-by-step, datasets.zip)"
 MAX_STRATIFY_CLASSES = 20  # more distinct labels than this are free text (equations), not classes
-
-
-class PaperDataUnavailable(ConnectionError):
-    """The paper's archive could not be downloaded; the message says what to do."""
-
-
-# --- the paper's released data ------------------------------------------------------------------
-
-
-def _batch_files(folder: Path, split: str) -> list[Path]:
-    """``<split>_CoT_<i>.json`` in ``folder``, ordered by ``i``; a gap in the numbering is an error."""
-    found = {}
-    for path in folder.glob(f"{split}_CoT_*.json"):
-        match = re.fullmatch(rf"{re.escape(split)}_CoT_(\d+)\.json", path.name)
-        if match:
-            found[int(match.group(1))] = path
-    missing = sorted(set(range(max(found) + 1)) - set(found)) if found else []
-    if missing:
-        raise FileNotFoundError(
-            f"{folder} has {split}_CoT batches {sorted(found)} but not {missing}; the batches concatenate "
-            "in order, so none may be missing."
-        )
-    return [found[i] for i in sorted(found)]
-
-
-def _paper_record(example: dict, text: object, task: str) -> dict:
-    """One paper output as a teacher record (the shape ``utils.teacher.generate_rationales`` returns)."""
-    from utils.rationales import label_key, parse_cot_detailed
-    from utils.tasks import cqa_choice_text, task_correct
-
-    parsed = parse_cot_detailed(text, task)
-    label, error = parsed.label, parsed.error
-    if task == "cqa" and label is not None and re.fullmatch(r"\([a-e]\)", label):
-        label = cqa_choice_text(label, example["input"])
-        if label is None:
-            error = f"choice {parsed.label} is not among the answer choices"
-    if label is not None and label_key(label, task) is None:
-        label, error = None, f"label {label!r} is not a valid answer"
-    if label is not None and task in ("esnli", "anli1"):
-        label = label_key(label, task)  # "it is not possible to tell" -> "neutral", as the gold labels read
-    correct = task_correct(task, label, example["label"])
-    return {
-        "id": example["id"],
-        "input": example["input"],
-        "gold": example["label"],
-        "samples": [{"text": text, "rationale": parsed.rationale, "label": label, "error": error}],
-        "teacher_label": label,
-        "votes": int(label is not None),
-        "rationale": parsed.rationale,
-        "parse_failures": int(label is None),
-        "teacher_correct": correct,
-        "correct_rationale": parsed.rationale if correct else None,
-        "greedy_correct": correct,
-    }
-
-
-def load_paper_rationales(root: str | Path, task: str, split: str) -> list[dict]:
-    """The authors' PaLM rationales for one split, as teacher records ``build_rationale_dataset`` takes.
-
-    Layout (the unzipped ``datasets.zip`` of google-research/distilling-step-by-step):
-    ``<root>/<task>/<task>_<split>.json`` holds one JSON object per line (inputs and gold labels;
-    see ``utils.tasks.read_paper_split`` for the shapes), and ``<root>/<task>/llm/<split>_CoT_<i>.json``
-    JSON lists of raw PaLM outputs in input order, in batches 0, 1, 2... that concatenate in order.
-    Splits: ``train``, ``test`` and, for esnli and anli1, ``valid`` (SVAMP and CQA have none).
-    Each output is parsed with the task's parser; records say why when no label could be read.
-    """
-    from utils.tasks import paper_split_path, read_paper_split
-
-    examples = read_paper_split(root, task, split)
-    split = "valid" if split == "validation" else split
-    inputs_path = paper_split_path(root, task, split)
-    llm_dir = inputs_path.parent / "llm"
-    files = _batch_files(llm_dir, split) if llm_dir.is_dir() else []
-    if not files:
-        raise FileNotFoundError(f"No teacher outputs {llm_dir}/{split}_CoT_<i>.json for the {split} split of {task}.")
-    outputs: list = []
-    for path in files:
-        batch = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(batch, list):
-            raise ValueError(f"{path} should hold a JSON list of output strings, not a {type(batch).__name__}.")
-        outputs.extend(batch)
-    if len(outputs) != len(examples):
-        names = ", ".join(p.name for p in files)
-        raise ValueError(
-            f"{task} {split}: {len(examples)} inputs in {inputs_path} but {len(outputs)} teacher outputs in "
-            f"{llm_dir} ({names}). Outputs pair with inputs by position, so the counts must be equal."
-        )
-    return [_paper_record(example, text, task) for example, text in zip(examples, outputs, strict=True)]
-
-
-def download_paper_data(
-    dest: str | Path | None = None, url: str = PAPER_DATA_URL, timeout: float = 60.0, force: bool = False
-) -> Path:
-    """Download and unzip the authors' ``datasets.zip``; return the folder that holds ``<task>/`` folders.
-
-    ``dest`` defaults to the git-ignored ``runs/paper_data``. An existing unzipped copy is reused
-    unless ``force``. Offline, raises ``PaperDataUnavailable`` saying what to do instead.
-    """
-    from tqdm.auto import tqdm
-
-    dest = Path(dest) if dest is not None else Path(__file__).resolve().parent.parent / "runs" / "paper_data"
-    root = dest / "datasets"
-    if root.is_dir() and any(root.iterdir()) and not force:
-        return root
-    dest.mkdir(parents=True, exist_ok=True)
-    part = dest / "datasets.zip.part"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, part.open("wb") as handle:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="datasets.zip") as bar:
-                while chunk := response.read(1 << 20):
-                    handle.write(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        part.unlink(missing_ok=True)
-        raise PaperDataUnavailable(
-            f"Could not download the paper's data from {url} ({getattr(err, 'reason', err)}): this machine seems "
-            "to be offline. What to do: on a machine with internet download that file, unzip it (it holds "
-            "datasets/<task>/...), copy the datasets/ folder here and call "
-            "utils.data.load_paper_rationales('<that folder>', task, split); or use the bundled 'arith' task."
-        ) from err
-    try:
-        with zipfile.ZipFile(part) as archive:  # extractall refuses absolute and '..' member paths
-            archive.extractall(dest)
-    except zipfile.BadZipFile as err:
-        raise ValueError(f"{url} did not give a zip archive (saved as {part}); download it again.") from err
-    part.unlink()
-    if not root.is_dir():
-        raise FileNotFoundError(f"The archive from {url} has no datasets/ folder; look inside {dest}.")
-    return root
 
 
 # --- the dataset ----------------------------------------------------------------------------------
@@ -223,14 +90,17 @@ def build_rationale_dataset(
             hint = " (records get it when the examples have gold labels)" if "correct_rationale" in missing else ""
             raise ValueError(
                 f"Teacher record {index} lacks the field(s) {missing}{hint}; records come from "
-                "utils.teacher.generate_rationales or utils.data.load_paper_rationales."
+                "utils.teacher.generate_rationales or utils.paper_data.load_paper_rationales."
             )
         if policy == "all":
             rationale = record["rationale"] if record["teacher_label"] is not None else ""
+            reached = record["teacher_label"]
         else:
             rationale = record["correct_rationale"] or ""
             if drop_incorrect and not rationale.strip():
                 continue
+            reached = record["gold"]
+        reached = _reached_answer(record, rationale, reached)
         teacher_label = record["gold"] if policy == "gold" else record["teacher_label"]
         rows.append(
             {
@@ -239,6 +109,7 @@ def build_rationale_dataset(
                 "label": str(record["gold"]),
                 "teacher_label": str(teacher_label) if teacher_label is not None else "",
                 "rationale": (rationale or "").strip(),
+                "rationale_label": str(reached) if rationale and reached is not None else "",
                 "teacher_correct": bool(record.get("teacher_correct", False)),
             }
         )
@@ -248,6 +119,15 @@ def build_rationale_dataset(
     if test_examples:
         splits["test"] = Dataset.from_list([_test_row(ex, i, label_field) for i, ex in enumerate(test_examples)])
     return DatasetDict(splits)
+
+
+def _reached_answer(record: dict, rationale: str, fallback):
+    """The answer the kept rationale itself wrote (its sample's parsed label): a rationale kept
+    because it reached the gold answer ends with that answer, not with the teacher's vote."""
+    for sample in record.get("samples") or ():
+        if rationale and sample.get("rationale") == rationale and sample.get("label") is not None:
+            return sample["label"]
+    return fallback
 
 
 def policy_counts(records: list[dict]) -> dict[str, int]:
@@ -291,17 +171,6 @@ def policy_report(records: list[dict]) -> dict:
             },
         },
     }
-
-
-def check_columns(dataset, needed=COLUMNS) -> None:
-    """Raise a clear error naming any column the student needs that the dataset lacks."""
-    for split, part in dataset.items():
-        missing = [c for c in needed if c not in part.column_names]
-        if missing:
-            raise ValueError(
-                f"Split {split!r} lacks the column(s) {missing}; it has {part.column_names}. "
-                "Build it with utils.data.build_rationale_dataset."
-            )
 
 
 # --- training-data fractions ---------------------------------------------------------------------
@@ -378,13 +247,44 @@ def _word_stats(texts: list[str]) -> dict:
     }
 
 
-def dataset_card(dataset, info: dict | None = None) -> str:
-    """A Markdown dataset card: counts per split, teacher accuracy, rationale lengths, source and license.
+# Hub license ids of the licenses the task specs quote (by the start of the quoted text)
+HUB_LICENSES = (("apache-2.0", "apache-2.0"), ("mit", "mit"), ("cc by-nc 4.0", "cc-by-nc-4.0"))
 
-    ``info`` may name the ``task``, the ``policy`` and the ``rationale_source`` (``"paper"`` for the
-    authors' released rationales, else the course's own teacher, ``teacher_model``).
-    """
-    info = info or {}
+
+def _hub_license(text: str | None) -> str:
+    """The Hub's license id for a license as the task specs quote it (``other`` when unknown)."""
+    lowered = (text or "").lower()
+    return next((hub for start, hub in HUB_LICENSES if lowered.startswith(start)), "other")
+
+
+def _size_category(rows: int) -> str:
+    """The Hub's size bucket for a dataset of ``rows`` rows."""
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if rows < limit:
+            return name
+    return "n>1M"
+
+
+def _dataset_card_data(dataset, info: dict, spec):
+    """The card's metadata (``huggingface_hub.DatasetCardData``): licenses of the inputs and of
+    the rationales, size, task categories, the source dataset on the Hub."""
+    from huggingface_hub import DatasetCardData
+
+    task = info.get("task")
+    rationale_license = "apache-2.0"  # the paper's released rationales and the course's own both are
+    licenses = list(dict.fromkeys([_hub_license(spec.license if spec else None), rationale_license]))
+    return DatasetCardData(
+        pretty_name=f"Distilling step-by-step rationales: {task or 'unknown task'}",
+        language=["en"], license=licenses[0] if len(licenses) == 1 else licenses,
+        size_categories=[_size_category(sum(len(part) for part in dataset.values()))],
+        task_categories=["text-generation", "text2text-generation"],
+        source_datasets=[spec.hub_id] if spec and spec.hub_id else None,
+        tags=["distilling-step-by-step", "rationales", "chain-of-thought", *([task] if task else [])],
+    )
+
+
+def _dataset_card_text(dataset, info: dict, spec) -> str:
+    """The Markdown body of the dataset card: splits, teacher, rationale lengths, source and license."""
     task = info.get("task")
     lines = [f"# Rationale dataset: {task or 'unknown task'}", ""]
     lines += [
@@ -419,29 +319,7 @@ def dataset_card(dataset, info: dict | None = None) -> str:
         "",
         "## Source and license",
         "",
-    ]
-    try:
-        spec = get_task(task) if task else None
-    except ValueError:
-        spec = None
-    if spec is None:
-        lines.append("- Inputs and labels: unknown task; check the license of its source.")
-    elif spec.name == "arith":
-        lines.append(f"- Inputs and labels: the course's synthetic `arith` problems, generated here; {spec.license}.")
-    else:
-        lines.append(f"- Inputs and labels: {spec.description} Source: {spec.citation} License: {spec.license}.")
-        if spec.hub_id:
-            lines.append(f"  Hub copy: `{spec.hub_id}`.")
-    if info.get("rationale_source") == "paper":
-        lines.append(f"- Rationales: the paper's released PaLM 540B rationales, {PAPER_RATIONALES_LICENSE}.")
-    else:
-        model = info.get("teacher_model", "the course's teacher model")
-        lines.append(
-            f"- Rationales: generated by this course's teacher ({model}); released with the course, Apache-2.0."
-        )
-        if spec is not None and spec.name != "arith":
-            lines.append(f"  The paper's own rationales for this task are {PAPER_RATIONALES_LICENSE}.")
-    lines += [
+        *_source_lines(info, spec),
         "",
         "Distilling Step-by-Step: Hsieh et al. (2023), arXiv 2305.02301.",
         "",
@@ -449,13 +327,54 @@ def dataset_card(dataset, info: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def _source_lines(info: dict, spec) -> list[str]:
+    """Where the inputs, labels and rationales come from, and under which licenses."""
+    if spec is None:
+        lines = ["- Inputs and labels: unknown task; check the license of its source."]
+    elif spec.name == "arith":
+        lines = [f"- Inputs and labels: the course's synthetic `arith` problems, generated here; {spec.license}."]
+    else:
+        lines = [f"- Inputs and labels: {spec.description} Source: {spec.citation} License: {spec.license}."]
+        if spec.hub_id:
+            lines.append(f"  Hub copy: `{spec.hub_id}`.")
+    if info.get("rationale_source") == "paper":
+        lines.append(f"- Rationales: the paper's released PaLM 540B rationales, {PAPER_RATIONALES_LICENSE}.")
+        return lines
+    model = info.get("teacher_model", "the course's teacher model")
+    lines.append(f"- Rationales: generated by this course's teacher ({model}); released with the course, Apache-2.0.")
+    if spec is not None and spec.name != "arith":
+        lines.append(f"  The paper's own rationales for this task are {PAPER_RATIONALES_LICENSE}.")
+    return lines
+
+
+def dataset_card(dataset, info: dict | None = None) -> str:
+    """The dataset card (``README.md``): a ``huggingface_hub.DatasetCard`` whose metadata block holds
+    the licenses, size and source, and whose text gives counts per split, teacher accuracy,
+    rationale lengths, source and license.
+
+    ``info`` may name the ``task``, the ``policy`` and the ``rationale_source`` (``"paper"`` for the
+    authors' released rationales, else the course's own teacher, ``teacher_model``).
+    """
+    from huggingface_hub import DatasetCard
+
+    info = info or {}
+    try:
+        spec = get_task(info["task"]) if info.get("task") else None
+    except ValueError:
+        spec = None
+    data = _dataset_card_data(dataset, info, spec)
+    return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{_dataset_card_text(dataset, info, spec)}"))
+
+
 def save_dataset(dataset, run_dir: str | Path, info: dict | None = None) -> Path:
-    """Save under ``run_dir/dataset`` with a JSON card (``card.json``) and a Markdown card (``README.md``)."""
+    """Save under ``run_dir/dataset`` with a JSON card (``card.json``) and a dataset card (``README.md``)."""
+    from utils.config import atomic_write_json, atomic_write_text
+
     out = Path(run_dir) / "dataset"
     dataset.save_to_disk(str(out))
     card = {"splits": {k: len(v) for k, v in dataset.items()}, **(info or {})}
-    (out / "card.json").write_text(json.dumps(card, indent=2))
-    (out / "README.md").write_text(dataset_card(dataset, info), encoding="utf-8")
+    atomic_write_json(out / "card.json", card)
+    atomic_write_text(out / "README.md", dataset_card(dataset, info))
     return out
 
 
@@ -488,7 +407,6 @@ AUTOTRAIN_CHAT_TEMPLATES = ("tokenizer", "chatml", "zephyr")
 def autotrain_rows(split, label_source: str = "gold") -> list[dict]:
     """The (source, target) pairs of the multi-task student: ``[label] <input>`` -> label and
     ``[rationale] <input>`` -> rationale, the same prefixes as ``utils.student``."""
-    from utils.student import LABEL_PREFIX, RATIONALE_PREFIX
 
     column = {"gold": "label", "teacher": "teacher_label"}.get(label_source)
     if column is None:

@@ -11,6 +11,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from utils.tasks import get_task
+
 # Where a run-on answer stops: the next few-shot block the model invents.
 _RUN_ON = re.compile(r"\n\s*(?:Q|Question|Premise|Hypothesis)\s*:|\n\s*\n\s*\n|<\|im_end\|>|<\|endoftext\|>")
 _ANSWER = re.compile(r"(?:so\s+)?the\s+(?:final\s+)?answer\s+is\s*:?\s*(.+)", re.IGNORECASE | re.DOTALL)
@@ -109,7 +111,7 @@ def parse_choice(text: str) -> ParsedCoT:
     """Parse a classification answer: ``<rationale> So the answer is <label>.`` (CQA, ANLI).
 
     A leading choice letter is kept apart from the text: ``So the answer is (b) bank.`` gives
-    ``bank``; a bare ``(b)`` gives ``(b)`` (``utils.tasks.cqa_choice_text`` maps it to the choice
+    ``bank``; a bare ``(b)`` gives ``(b)`` (``utils.paper_data.cqa_choice_text`` maps it to the choice
     text). The output is cut where the model runs on into the next ``Q:`` or ``Premise:``.
     """
     body = _cut_nli_run_on(text).strip()
@@ -150,7 +152,8 @@ def parse_esnli(text: str) -> ParsedCoT:
     return ParsedCoT(rationale, label)
 
 
-PARSERS = {"arith": parse_arith, "svamp": parse_arith, "cqa": parse_choice, "anli1": parse_choice, "esnli": parse_esnli}
+# The parser of each answer style; a task names its style in `Task.parser`.
+PARSERS = {"equation": parse_arith, "so-the-answer-is": parse_choice, "answer-colon": parse_esnli}
 
 
 def parse_cot(text: str, task: str) -> tuple[str, str | None]:
@@ -161,35 +164,20 @@ def parse_cot(text: str, task: str) -> tuple[str, str | None]:
 
 def parse_cot_detailed(text: str, task: str) -> ParsedCoT:
     """Like ``parse_cot`` but keeps the reason when no label could be read."""
-    if task not in PARSERS:
-        raise ValueError(f"No parser for task {task!r}. Tasks with parsers: {', '.join(PARSERS)}.")
+    parser = PARSERS[get_task(task).parser]  # an unknown task is a ValueError listing the valid ones
     if not isinstance(text, str):
         return ParsedCoT("", None, f"teacher output is {type(text).__name__}, not text")
-    return PARSERS[task](text)
+    return parser(text)
 
 
 def label_key(label: str | None, task: str) -> str | None:
-    """What two labels must share to count as the same vote.
+    """What two labels must share to count as the same vote (``Task.label_key``), or None for no valid vote.
 
-    The value for equations; the normalised label (``utils.tasks.normalize_label``) for CQA and
-    NLI, where an NLI label outside entailment / neutral / contradiction gives None (invalid).
+    The exact value for equations (``1 / 3`` and ``0.3333333`` differ, ``( 84.0 / 2.0 )`` and ``42``
+    agree); the normalised label for CQA and NLI, where an NLI label outside entailment / neutral /
+    contradiction gives None.
     """
-    if label is None:
-        return None
-    if task in ("arith", "svamp"):
-        from utils.tasks import UnsafeExpression, safe_eval
-
-        try:
-            return f"{safe_eval(label):.6g}"
-        except UnsafeExpression:
-            return None
-    if task in ("cqa", "esnli", "anli1"):
-        from utils.tasks import NLI_LABELS, normalize_label
-
-        key = normalize_label(task, label)
-        # An NLI answer outside the three classes is not a valid vote (like an equation without a value).
-        return None if task != "cqa" and key not in NLI_LABELS else key
-    return label.strip().lower()
+    return get_task(task).label_key(label)
 
 
 def majority_vote(labels: list[str | None], task: str) -> tuple[str | None, int]:
@@ -197,7 +185,8 @@ def majority_vote(labels: list[str | None], task: str) -> tuple[str | None, int]
 
     Ties go to the label seen first, so greedy-first sampling orders break ties greedily.
     """
-    keys = [label_key(label, task) for label in labels]
+    spec = get_task(task)
+    keys = [spec.label_key(label) for label in labels]
     counts = Counter(k for k in keys if k is not None)
     if not counts:
         return None, 0

@@ -16,7 +16,7 @@ Every cell uses the same student (on ``tiny``: a 6-layer cut of the bundled Smol
 the same validation split (10 % carved from train, at most 500 examples, seed 0) for early stopping
 and selection, and the same test items. Usage:
 ``python -m utils study --task svamp --paper-data DIR --run-dir runs/svamp``; DIR holds ``svamp/``
-from the authors' ``datasets.zip`` (``utils.data.download_paper_data`` fetches it). With
+from the authors' ``datasets.zip`` (``utils.paper_data.download_paper_data`` fetches it). With
 ``--profile paper`` (a GPU) the student is the paper's T5 v1.1 base with the paper's settings, and
 ``--task`` may be any of the paper's four tasks.
 """
@@ -74,9 +74,9 @@ def study_datasets(paper_root: str | Path, task: str = "svamp", validation_fract
                    max_validation: int = 500) -> dict:
     """The task's ``DatasetDict`` per rationale policy (``all``, ``correct``), each with the same
     ``validation`` split carved from train (never from test) and every test item."""
-    from utils.data import build_rationale_dataset, load_paper_rationales
+    from utils.data import build_rationale_dataset
+    from utils.paper_data import load_paper_rationales, read_paper_split
     from utils.sweep import split_validation
-    from utils.tasks import read_paper_split
 
     records = load_paper_rationales(paper_root, task, "train")
     test = read_paper_split(paper_root, task, "test")
@@ -113,7 +113,8 @@ def paper_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp"
     """Run the stages in order (finished cells are skipped); returns every finished cell.
     The sweep folder and the ``report.json`` section are both named ``<task>_study``."""
     from utils.config import save_config
-    from utils.evaluation import plot_fraction_sweep, write_report
+    from utils.evaluation import plot_fraction_sweep
+    from utils.report import write_report
     from utils.sweep import load_cells, run_sweep, sweep_report
 
     unknown = sorted(set(stages) - set(STAGES))
@@ -174,8 +175,8 @@ def paper_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp"
 def paper_teacher(paper_root: str | Path, task: str, out_dir: str | Path) -> dict:
     """The PaLM teacher on the test items, from the authors' released outputs (parsed the
     course's way), with its predictions saved beside the cells."""
-    from utils.data import load_paper_rationales
     from utils.evaluation import evaluate_teacher_records, save_predictions
+    from utils.paper_data import load_paper_rationales
 
     scored = evaluate_teacher_records(load_paper_rationales(paper_root, task, "test"))
     save_predictions(scored["predictions"], Path(out_dir) / "teacher_test.jsonl")

@@ -1,10 +1,12 @@
 """``report.json``: its schema, a check against it, and the Markdown tables ``python -m utils report`` prints.
 
 A run folder's ``report.json`` holds one section per stage; each notebook (and each sweep) adds
-its own with ``utils.evaluation.write_report``, which also stamps ``schema_version``, the package
-``versions`` and the ``machine``. ``REPORT_SCHEMA`` (JSON Schema) documents every section; the
+its own with ``write_report``, which also stamps ``schema_version``, the package ``versions`` and
+the ``machine``. ``REPORT_SCHEMA`` (JSON Schema) documents every section; the
 values are plain JSON: accuracies are fractions in [0, 1], times in seconds unless the key
 says ``_ms``, sizes in MB (2**20 bytes), parameters as counts.
+
+Torch-free: reading, checking and printing a report never loads a model (nor ``utils.evaluation``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ SCHEMA_VERSION = 1
 
 _ACC = {"type": "number", "minimum": 0, "maximum": 1}
 _CI = {"type": "array", "items": _ACC, "minItems": 2, "maxItems": 2}
+_P = {"type": "number", "minimum": 0, "maximum": 1}
 _SCORE = {"type": "object", "required": ["accuracy", "ci95", "n"],
           "properties": {"accuracy": _ACC, "ci95": _CI, "n": {"type": "integer", "minimum": 0}}}
 _COSTS = {
     "type": "object",
-    "description": "What one model costs on this machine (utils.evaluation.measure_*_costs).",
+    "description": "What one model costs on this machine, measured in its own process (utils.costs).",
     "required": ["parameters", "latency_ms_p50", "latency_ms_p95", "throughput_batch1"],
     "properties": {
         "parameters": {"type": ["integer", "null"]},
@@ -57,7 +60,13 @@ _SWEEP = {
             "properties": {"mean": _ACC, "std": {"type": "number", "minimum": 0}, "seeds": {"type": "integer"}}}},
         "comparisons": {"type": "array", "items": {
             "type": "object", "required": ["variant", "inference", "fraction", "difference", "ci95", "p_value", "mcnemar"],
-            "properties": {"difference": {"type": "number"}, "p_value": {"type": "number", "minimum": 0, "maximum": 1}}}},
+            "properties": {
+                "difference": {"type": "number"}, "p_value": _P,
+                "p_holm": {**_P, "description": "p_value Holm-adjusted over every comparison of the sweep against "
+                                                "its baseline (older reports lack it; the Markdown computes it)"},
+                "mcnemar": {"type": "array", "items": {"type": "object", "properties": {
+                    "p_value": _P, "p_holm": {**_P, "description": "Holm-adjusted over the sweep's McNemar tests"}}}},
+            }}},
     },
 }
 REPORT_SCHEMA = {
@@ -92,6 +101,24 @@ REPORT_SCHEMA = {
 }
 
 
+def write_report(run_dir: str | Path, section: str, payload: dict) -> Path:
+    """Merge ``payload`` into ``run_dir/report.json`` under ``section`` (other sections kept).
+
+    Every write also records ``schema_version``; the first one the package ``versions`` and the
+    ``machine``, and the run's ``config.json`` when there is one."""
+    from utils.config import atomic_write_json, machine_info, package_versions
+
+    path = Path(run_dir) / "report.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    report["schema_version"] = SCHEMA_VERSION
+    report.setdefault("versions", package_versions())
+    report.setdefault("machine", machine_info())
+    if "config" not in report and (Path(run_dir) / "config.json").exists():
+        report["config"] = json.loads((Path(run_dir) / "config.json").read_text())
+    report[section] = payload
+    return atomic_write_json(path, report)
+
+
 def validate_report(report: dict) -> None:
     """Raise ``ValueError`` listing every place where ``report`` breaks ``REPORT_SCHEMA``."""
     from jsonschema import Draft202012Validator
@@ -123,8 +150,6 @@ def sweep_sections(report: dict) -> dict[str, dict]:
 def verify_predictions(run_dir: str | Path, task: str | None = None) -> list[str]:
     """Recompute every sweep accuracy from its saved predictions (gold against prediction, through
     the task's metric); returns the mismatches (an empty list when all agree)."""
-    from utils.evaluation import accuracy_from_predictions, load_predictions
-
     run_dir = Path(run_dir)
     report = load_report(run_dir)
     task = task or report.get("config", {}).get("task") or json.loads((run_dir / "config.json").read_text())["task"]
@@ -140,12 +165,22 @@ def verify_predictions(run_dir: str | Path, task: str | None = None) -> list[str
             if not path.exists():
                 problems.append(f"{path}: missing")
                 continue
-            rows = load_predictions(path)
-            again = accuracy_from_predictions(rows, task)
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            again = _accuracy(rows, task)
             if len(rows) != score["n"] or abs(again - score["accuracy"]) > 1e-9:
                 problems.append(f"{path}: report says {score['accuracy']:.4f} (n={score['n']}), "
                                 f"predictions give {again:.4f} (n={len(rows)})")
     return problems
+
+
+def _accuracy(rows: list[dict], task: str) -> float:
+    """The accuracy of saved predictions, from gold and prediction only (``correct`` is ignored),
+    through the task's metric (``utils.metrics.score``)."""
+    from utils.metrics import score
+
+    if not rows:
+        raise ValueError("No predictions to score.")
+    return sum(score(task, [r["prediction"] for r in rows], [r["gold"] for r in rows])) / len(rows)
 
 
 # --- Markdown ------------------------------------------------------------------------------------
@@ -199,13 +234,25 @@ def markdown_evaluation(report: dict) -> str:
                 _table(["model", "parameters (M)", "weights (MB)", "latency p50 (ms)", "latency p95 (ms)",
                         "examples/s, batch 1", "examples/s, batched", "peak memory (MB)"], crow)]
         if costs.get("ratios"):
-            from utils.evaluation import describe_costs
+            from utils.costs import describe_costs
 
             out += ["", describe_costs(costs["ratios"])]
     return "\n".join(out)
 
 
+def _with_holm(comparisons: list[dict]) -> list[dict]:
+    """The comparisons with their stored Holm-adjusted p-values, or (a report written before
+    ``p_holm`` existed) with them computed here, as ``utils.sweep.compare_to_baseline`` does."""
+    from utils.stats import holm_comparisons
+
+    if all("p_holm" in c and all("p_holm" in m for m in c["mcnemar"]) for c in comparisons):
+        return comparisons
+    return holm_comparisons(comparisons)
+
+
 def markdown_sweep(name: str, sweep: dict) -> str:
+    """The Markdown tables of a sweep section: accuracy per variant and data share, then the
+    paired comparisons with raw and Holm-adjusted p-values."""
     summary = sweep["summary"]
     fractions = sorted({r["fraction"] for r in summary})
     keys = sorted({(r["variant"], r["inference"]) for r in summary})
@@ -230,13 +277,18 @@ def markdown_sweep(name: str, sweep: dict) -> str:
     out = [f"### {name}: {split} accuracy (%), mean ± sd over seeds (number of seeds)", "", _table(header, rows)]
     comps = sweep.get("comparisons") or []
     if comps:
+        comps = _with_holm(comps)
         crow = [[c["variant"], c["inference"], f"{100 * c['fraction']:g}%", len(c["seeds"]),
                  f"{100 * c['difference']:+.1f}", f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}", _p(c["p_value"]),
-                 ", ".join(f"{m['a_only']}/{m['b_only']} p={_p(m['p_value'])}" for m in c["mcnemar"])]
+                 _p(c["p_holm"]),
+                 ", ".join(f"{m['a_only']}/{m['b_only']} p={_p(m['p_value'])} (Holm {_p(m['p_holm'])})"
+                           for m in c["mcnemar"])]
                 for c in comps]
-        out += ["", f"Paired against `{sweep.get('baseline', 'standard')}` (label inference) on the same {split} items:",
+        out += ["", f"Paired against `{sweep.get('baseline', 'standard')}` (label inference) on the same {split} items; "
+                f"Holm's correction over the {len(comps)} comparisons (and over all McNemar tests):",
                 "", _table(["variant", "inference", "data", "seeds", "difference (points)", "95% CI (paired bootstrap)",
-                            "p (bootstrap)", "McNemar per seed: only variant right / only baseline right"], crow)]
+                            "p (bootstrap)", "p (Holm)",
+                            "McNemar per seed: only variant right / only baseline right"], crow)]
     return "\n".join(out)
 
 

@@ -1,4 +1,4 @@
-"""The student as an HTTP service (FastAPI + uvicorn), and a small load tester for it.
+"""The student as an HTTP service (FastAPI + uvicorn), a small load tester for it, and a Gradio demo.
 
 ``python -m utils serve runs/latest/export/<name> --port 8000`` serves:
 
@@ -9,7 +9,8 @@
 Bad requests get a 4xx with a message and never reach the model: malformed JSON 400, a body over
 ``max_body_bytes`` 413, everything pydantic rejects (wrong types, unknown fields, an empty or
 whitespace-only input, an empty list, more than ``max_inputs`` inputs, an input longer than
-``max_chars``) 422, and 503 with ``Retry-After`` when ``max_queue`` requests already wait.
+``max_chars``) 422, a rationale asked of a student not trained to write one (any mode but ``dss``)
+422 as well, and 503 with ``Retry-After`` when ``max_queue`` requests already wait.
 
 Memory stays flat under load: one worker runs the model, one batch at a time; requests that
 arrive while it is busy wait in a bounded queue and are answered together in the next batch (at
@@ -27,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from utils.evaluation import PeakRSS  # noqa: F401  (the load tests below and their callers use it)
+from utils.export import EXAMPLE_INPUT, Predictor, rationale_refusal
 
 log = logging.getLogger("utils.serve")
 
@@ -159,12 +160,10 @@ def create_app(predictor_or_dir, max_inputs: int = MAX_INPUTS, max_chars: int = 
     """The FastAPI app serving a ``Predictor`` (or the export folder to load one from)."""
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
-
-    from utils.deploy import Predictor
 
     predictor = predictor_or_dir
     if isinstance(predictor_or_dir, (str, Path)):
@@ -235,13 +234,17 @@ def create_app(predictor_or_dir, max_inputs: int = MAX_INPUTS, max_chars: int = 
         return JSONResponse({"detail": detail}, status_code=422)
 
     error_responses = {400: {"description": "malformed JSON"}, 413: {"description": "request body too large"},
-                       422: {"description": "invalid request (types, empty input, too many or too long inputs)"},
+                       422: {"description": "invalid request (types, empty input, too many or too long inputs, "
+                                            "or a rationale from a student not trained to write one)"},
                        503: {"description": "too many requests waiting; retry after the Retry-After seconds"}}
 
     @app.post("/predict", response_model=PredictResponse, responses=error_responses)
     async def predict(request: PredictRequest) -> PredictResponse:
         """The label of each input, and its rationale when ``rationale`` is true (greedy decoding)."""
         inputs = [request.inputs] if isinstance(request.inputs, str) else request.inputs
+        if request.rationale and not predictor.can_explain:
+            # refused before the queue: the model would refuse it anyway, and the worker stays free
+            raise HTTPException(422, rationale_refusal(predictor.meta))
         results = await batcher.submit(inputs, request.rationale)
         return PredictResponse(model=info["name"], predictions=[Prediction(**r) for r in results])
 
@@ -323,13 +326,13 @@ class BackgroundServer:
 
 def latency_summary(seconds: list[float], wall: float, errors: int, items: int, peak_mb: float | None) -> dict:
     """Throughput, latency percentiles (ms) and errors of one load test."""
-    from utils.evaluation import _percentile
+    from utils.costs import percentile
 
     done = len(seconds)
     return {"requests": done + errors, "errors": errors, "inputs": items, "wall_s": wall,
             "requests_per_s": done / wall if wall else 0.0, "inputs_per_s": items / wall if wall else 0.0,
-            "p50_ms": 1000 * _percentile(seconds, 0.50), "p95_ms": 1000 * _percentile(seconds, 0.95),
-            "p99_ms": 1000 * _percentile(seconds, 0.99), "mean_ms": 1000 * statistics.fmean(seconds) if seconds else 0.0,
+            "p50_ms": 1000 * percentile(seconds, 0.50), "p95_ms": 1000 * percentile(seconds, 0.95),
+            "p99_ms": 1000 * percentile(seconds, 0.99), "mean_ms": 1000 * statistics.fmean(seconds) if seconds else 0.0,
             "peak_memory_mb": peak_mb}
 
 
@@ -339,6 +342,8 @@ def load_test(url: str, payloads: list[dict], concurrency: int = 8, timeout: flo
     summarise: a bounded number of requests, so it always ends. ``server_pid``: sample that
     process's memory. Threads, not asyncio, so it also runs inside Jupyter's event loop."""
     import httpx
+
+    from utils.costs import PeakRSS
 
     seconds, errors, items = [], 0, 0
     counter = threading.Lock()
@@ -376,6 +381,8 @@ def load_test(url: str, payloads: list[dict], concurrency: int = 8, timeout: flo
 def load_test_in_process(call, payloads: list, concurrency: int = 8) -> dict:
     """The same measurement for a model called in this process: ``concurrency`` client threads,
     one model call at a time (a lock), ``call(payload)`` returning the number of items answered."""
+    from utils.costs import PeakRSS
+
     lock = threading.Lock()
     seconds, errors, items = [], 0, 0
     counter = threading.Lock()
@@ -410,3 +417,47 @@ def load_table(rows: dict[str, dict]) -> str:
         lines.append(f"| {name} | {r['requests']} | {r['errors']} | {r['inputs_per_s']:.2f} | {r['requests_per_s']:.2f} "
                      f"| {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {memory} |")
     return "\n".join(lines)
+
+
+# --- a demo for people ---------------------------------------------------------------------------
+
+
+def gradio_demo(predictor, examples: list[str] | None = None):
+    """A Gradio interface around ``predictor`` (a ``Predictor`` or ``OnnxPredictor``): a problem in,
+    the label out, and for a student trained to write rationales (``predictor.can_explain``) a
+    "show the rationale" box and the rationale. ``demo.launch(share=True)`` opens it from Colab."""
+    import gradio as gr
+
+    meta = predictor.meta
+    description = (f"A {meta['family']} student trained in mode `{meta['mode']}` on task `{meta['task']}` "
+                   "(distilling step-by-step course). It answers in its training format; check its answers.")
+    examples = examples or [EXAMPLE_INPUT]
+    problem = gr.Textbox(label="problem", lines=3)
+    if not predictor.can_explain:  # no rationale option: this student never learned to write one
+
+        def answer_label(text: str) -> str:
+            if not text or not text.strip():
+                return "(type a problem)"
+            return predictor.predict([text])[0]["label"]
+
+        return gr.Interface(fn=answer_label, inputs=[problem], outputs=[gr.Textbox(label="answer")],
+                            examples=[[x] for x in examples], title="Distilled student",
+                            description=description + " It was trained without rationales.",
+                            flagging_mode="never", cache_examples=False)
+
+    def answer(text: str, with_rationale: bool):
+        if not text or not text.strip():
+            return "(type a problem)", ""
+        result = predictor.predict([text], rationale=with_rationale)[0]
+        return result["label"], result.get("rationale", "")
+
+    return gr.Interface(
+        fn=answer,
+        inputs=[problem, gr.Checkbox(label="show the rationale", value=True)],
+        outputs=[gr.Textbox(label="answer"), gr.Textbox(label="rationale")],
+        examples=[[x, True] for x in examples],
+        title="Distilled student",
+        description=description,
+        flagging_mode="never",
+        cache_examples=False,
+    )

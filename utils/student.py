@@ -6,25 +6,28 @@ forward pass; the loss is ``alpha * L_label + (1 - alpha) * L_rationale``, each 
 over that task's target tokens. Because this is a plain ``Trainer``, ``accelerate launch`` and
 ``torchrun`` scale it out unchanged.
 
-Options that live in ``config.extra`` (all off or at their default unless set):
+Options are typed fields of ``RunConfig`` (``utils.config``; checked in ``validate_student_options``):
 
 - ``label_source``: ``"gold"`` (default, the paper's main setting: gold labels plus teacher
   rationales) or ``"teacher"`` (teacher labels plus teacher rationales). Only ``dss`` reads it:
   ``standard`` always learns gold labels and ``distill`` always learns teacher labels.
 - ``chat_template``: ``True`` wraps causal prompts in the model's chat template (when its
-  tokenizer has one) instead of the plain ``"<prefix><input>\\n"``; see ``format_prompt``.
+  tokenizer has one) instead of the plain ``"<prefix><input>\\n"``; see ``utils.prompting``.
 - ``lora``: ``True`` or ``{"r": 8, "alpha": 16, "dropout": 0.0, "targets": [...]}`` trains LoRA
   adapters through ``peft`` and merges them before saving, so the saved student is a plain model.
 - ``bf16``: students train with bf16 autocast where ``utils.config.use_bf16`` says it is fast
   (1.6x faster for the 6-layer causal student on an avx512_bf16 CPU); ``False`` forces fp32.
-- ``rationale_answer``: ``True`` ends every rationale target with ``The answer is <label>.`` (the
-  teacher's label, which the rationale leads to), so the student can answer by writing its
-  rationale first (``utils.evaluation`` inference ``"rationale"``, as in Fine-tune-CoT).
+- ``rationale_answer``: ``True`` ends every rationale target with ``The answer is <answer>.``, the
+  answer that rationale itself reached (column ``rationale_label``), so the student can answer by
+  writing its rationale first (``utils.evaluation`` inference ``"rationale"``, as in Fine-tune-CoT).
 - ``save_steps``: save a checkpoint every N optimizer steps (a number below 1: that fraction of
-  an epoch; default: once per epoch; at most two
-  are kept; 0: none, so nothing to resume from). ``keep_checkpoints``: keep them after a
-  successful run (default: removed, since the final model is saved next to them and a checkpoint
-  of the 6-layer tiny student, optimizer state included, is about 0.6 GB).
+  an epoch; default: once per epoch; at most two are kept; 0: none, so nothing to resume from).
+  ``keep_checkpoints``: keep them after a successful run (default: removed, since the final model
+  is saved next to them and a checkpoint of the 6-layer tiny student, optimizer state included,
+  is about 0.6 GB).
+
+Too-long sources and targets are cut in the middle (``utils.prompting``), the same way at
+inference; ``TrainResult.cut_rows`` counts the rows cut per split.
 """
 
 from __future__ import annotations
@@ -40,10 +43,17 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
-LABEL_PREFIX = "[label] "
-RATIONALE_PREFIX = "[rationale] "
+from utils.prompting import (
+    LABEL_PREFIX,
+    RATIONALE_PREFIX,
+    check_columns,
+    check_family,
+    encode_source,
+    encode_target,
+    rationale_with_answer,
+)
+
 MODES = ("standard", "distill", "dss")
-FAMILIES = ("causal", "seq2seq")
 LABEL_SOURCES = ("gold", "teacher")
 IGNORE = -100
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": None}  # targets None: per model, see lora_targets
@@ -63,11 +73,7 @@ class TrainResult:
     log_history: list = field(default_factory=list)
     resumed_from: str | None = None
     checkpoint_seconds: float = 0.0  # part of train_seconds spent writing checkpoints
-
-
-def _check_family(family: str) -> None:
-    if family not in FAMILIES:
-        raise ValueError(f"Unknown student family {family!r}. Valid families: {', '.join(FAMILIES)}.")
+    cut_rows: dict = field(default_factory=dict)  # per split: rows whose source or target was cut
 
 
 def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: bool = False,
@@ -77,7 +83,8 @@ def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: b
     ``standard``: gold labels. ``distill``: teacher labels. ``dss``: labels (gold by default, the
     paper's main setting; ``label_source="teacher"`` for teacher labels) plus one rationale row
     for every example that has a rationale. ``rationale_answer=True`` ends each rationale target
-    with ``The answer is <teacher label>.``
+    with the answer that rationale reached (``rationale_label``; a rationale kept because it reached
+    the gold answer ends with that answer, even when the teacher's vote was another).
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
@@ -92,7 +99,7 @@ def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: b
         if mode == "dss" and ex["rationale"]:
             target = ex["rationale"]
             if rationale_answer:
-                target = rationale_with_answer(target, ex["teacher_label"] or ex["label"], task)
+                target = rationale_with_answer(target, _own_answer(ex), task)
             rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": target, "task": 1, "example": index})
     if mode == "dss" and not any(r["task"] == 1 for r in rows):
         raise ValueError("Mode 'dss' needs rationales, but no training row has one. Check the teacher "
@@ -102,50 +109,36 @@ def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: b
     return rows
 
 
-def rationale_with_answer(rationale: str, answer: str, task: str | None = None) -> str:
-    """A rationale followed by its answer, in the form the task's parser reads (the teachers' own
-    endings: ``The answer is`` for math, ``So the answer is`` for the classification tasks)."""
-    marker = "So the answer is" if task in ("cqa", "esnli", "anli1") else "The answer is"
-    return f"{rationale.rstrip()} {marker} {answer}."
+def _own_answer(example: dict) -> str:
+    """The answer an example's rationale reached (datasets built before that column: the vote)."""
+    own = example.get("rationale_label")
+    return own if own else (example["teacher_label"] or example["label"])
 
 
-def format_prompt(tokenizer, source: str, family: str, chat: bool = False) -> str:
-    """The text a student reads for ``source`` (a prefix plus an input), in training and at inference.
+def tokenize_rows(rows: list[dict], tokenizer, family: str, max_source: int | None, max_target: int | None,
+                  chat: bool = False, counts: dict | None = None) -> list[dict]:
+    """Token ids, with ``labels`` set to -100 wherever a token must not be learned (the prompt).
 
-    Seq2seq students read ``source`` itself. Causal students read ``source + "\\n"`` and continue
-    with the target; with ``chat=True`` and a tokenizer that has a chat template, they read
-    ``source`` as a user turn followed by the opening of the assistant turn instead.
+    Too-long sources and targets are cut in the middle (``utils.prompting.cut_middle``), so the
+    prompt keeps its prefix and its end, and a rationale its final answer; ``counts``, when given,
+    receives how many rows had their source, their target, or either cut.
     """
-    _check_family(family)
-    if family != "causal":
-        return source
-    if chat and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": source}], tokenize=False,
-                                             add_generation_prompt=True)
-    return source + "\n"
-
-
-def trained_with_chat_template(model) -> bool:
-    """Whether a saved student was trained on chat-template prompts (``format_prompt(chat=True)``)."""
-    return bool(getattr(getattr(model, "config", None), "dss_chat_template", False))
-
-
-def tokenize_rows(rows: list[dict], tokenizer, family: str, max_source: int, max_target: int,
-                  chat: bool = False) -> list[dict]:
-    """Token ids, with ``labels`` set to -100 wherever a token must not be learned (the prompt)."""
-    _check_family(family)
+    check_family(family)
     out = []
-    eos = tokenizer.eos_token_id
+    cut = {"source": 0, "target": 0, "rows": 0}
     for row in rows:
-        src = tokenizer(format_prompt(tokenizer, row["source"], family, chat), add_special_tokens=family != "causal")
-        tgt = tokenizer(row["target"], add_special_tokens=False)["input_ids"][: max_target - 1] + [eos]
-        src_ids = src["input_ids"][:max_source]
+        src_ids, src_cut = encode_source(tokenizer, row["source"], family, chat, max_source)
+        tgt, tgt_cut = encode_target(tokenizer, row["target"], max_target)
+        cut["source"] += src_cut
+        cut["target"] += tgt_cut
+        cut["rows"] += src_cut or tgt_cut
         if family == "causal":
-            ids = src_ids + tgt
-            out.append({"input_ids": ids, "labels": [IGNORE] * len(src_ids) + tgt, "task": row["task"]})
+            out.append({"input_ids": src_ids + tgt, "labels": [IGNORE] * len(src_ids) + tgt, "task": row["task"]})
         else:
             out.append({"input_ids": src_ids, "labels": tgt, "task": row["task"]})
         out[-1]["example"] = row.get("example", len(out) - 1)
+    if counts is not None:
+        counts.update(cut)
     return out
 
 
@@ -188,7 +181,7 @@ def token_losses(model, batch: dict, family: str) -> tuple[torch.Tensor, torch.T
     ``model`` may be wrapped (DDP, PEFT): the forward pass always goes through the wrapper, so
     DDP synchronises gradients and LoRA adapters take part.
     """
-    _check_family(family)
+    check_family(family)
     labels, task = batch["labels"], batch["task"]
     if family == "causal":
         targets = labels[:, 1:]
@@ -211,7 +204,20 @@ def token_losses(model, batch: dict, family: str) -> tuple[torch.Tensor, torch.T
 
 
 def multitask_loss(ce: torch.Tensor, token_task: torch.Tensor, alpha: float) -> tuple[torch.Tensor, dict]:
-    """``alpha * L_label + (1 - alpha) * L_rationale``; a task absent from the batch adds nothing."""
+    """The step-by-step loss of one batch: ``alpha * L_label + (1 - alpha) * L_rationale``.
+
+    Args:
+        ce: per-target-token cross-entropy, shape ``(n_tokens,)``.
+        token_task: the task of each of those tokens (0 label, 1 rationale), same shape.
+        alpha: the label task's weight; the label-only modes (``standard``, ``distill``) pass 1.0.
+
+    Returns:
+        The loss and the detached mean loss of each task present in the batch.
+
+    Each term is the mean over that task's tokens; a task absent from the batch contributes 0, so
+    a ``dss`` batch that happens to hold label rows only still weighs them by ``alpha``: the
+    effective alpha does not drift with how the batches were composed.
+    """
     parts = {}
     loss = ce.new_zeros(())
     for task_id, name, weight in ((0, "label", alpha), (1, "rationale", 1.0 - alpha)):
@@ -219,8 +225,6 @@ def multitask_loss(ce: torch.Tensor, token_task: torch.Tensor, alpha: float) -> 
         if sel.any():
             parts[name] = ce[sel].mean()
             loss = loss + weight * parts[name]
-    if "rationale" not in parts and "label" in parts:
-        loss = parts["label"]  # a label-only batch (standard, distill) learns at full weight
     return loss, {k: v.detach().item() for k, v in parts.items()}
 
 
@@ -301,6 +305,11 @@ def _length_grouped(rows: list[dict], batch_size: int, seed: int) -> list[dict]:
     return grouped
 
 
+def trainer_is_main() -> bool:
+    """Whether this process prints for the run (rank 0 under torchrun / accelerate, or alone)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def global_batch_size(config) -> int:
     """Rows per optimizer step over all processes: ``batch_size`` per process times the processes.
 
@@ -320,7 +329,7 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
                        **overrides) -> TrainingArguments:
     """The ``TrainingArguments`` of a student run over ``n_rows`` rows (``overrides`` win).
 
-    Checkpoints go to ``output_dir/checkpoints``: every ``config.extra["save_steps"]`` steps, else
+    Checkpoints go to ``output_dir/checkpoints``: every ``config.save_steps`` steps, else
     once per epoch, at most two kept. With a validation set (``has_eval``) the same schedule
     evaluates, and the checkpoint with the lowest ``eval_loss`` is loaded at the end.
     """
@@ -329,11 +338,10 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
     device = pick_device(verbose=False)
     batch = global_batch_size(config)
     # bf16 autocast wherever use_bf16 says it is fast (CUDA with bf16, a CPU with avx512_bf16), for
-    # both families; config.extra["bf16"] = False forces fp32 (results before 2026-11-27 02:45 were
+    # both families; config.bf16 = False forces fp32 (results before 2026-11-27 02:45 were
     # fp32 for causal students: their forward pass bypassed the autocast wrapper).
-    wants_bf16 = config.extra.get("bf16")
-    wants_bf16 = True if wants_bf16 is None else bool(wants_bf16)
-    save_steps = config.extra.get("save_steps")
+    wants_bf16 = True if config.bf16 is None else bool(config.bf16)
+    save_steps = config.save_steps
     if save_steps and 0 < save_steps < 1:  # a fraction of an epoch
         save_steps = max(1, math.ceil(save_steps * n_rows / batch))
     if save_steps == 0:  # no checkpoints at all (nothing to resume from)
@@ -371,18 +379,14 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
 
 
 def lora_settings(config) -> dict | None:
-    """The LoRA settings ``config.extra["lora"]`` asks for (``True``: the defaults), or None."""
-    spec = config.extra.get("lora")
+    """The LoRA settings ``config.lora`` asks for (``True``: the defaults), or None."""
+    from utils.config import validate_student_options
+
+    validate_student_options(config)
+    spec = config.lora
     if not spec:
         return None
-    if spec is True:
-        spec = {}
-    if not isinstance(spec, dict):
-        raise ValueError(f"config.extra['lora'] must be True or a dict with keys {list(LORA_DEFAULTS)}, got {spec!r}.")
-    unknown = sorted(set(spec) - set(LORA_DEFAULTS))
-    if unknown:
-        raise ValueError(f"Unknown LoRA setting(s) {unknown}. Valid keys: {', '.join(LORA_DEFAULTS)}.")
-    return {**LORA_DEFAULTS, **spec}
+    return {**LORA_DEFAULTS, **({} if spec is True else spec)}
 
 
 def lora_targets(model) -> list[str]:
@@ -393,14 +397,14 @@ def lora_targets(model) -> list[str]:
         if set(pair) <= names:
             return pair
     raise ValueError("Could not find query/value projections to adapt in this model. Name them with "
-                     "config.extra['lora'] = {'targets': [...]} (module names, e.g. 'c_attn').")
+                     "config.lora = {'targets': [...]} (module names, e.g. 'c_attn').")
 
 
 def apply_lora(model, family: str, settings: dict | bool = True):
     """Wrap ``model`` in LoRA adapters (``peft``); only the adapters train."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    _check_family(family)
+    check_family(family)
     settings = {**LORA_DEFAULTS, **({} if settings is True else settings)}
     lora_config = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
                              target_modules=list(settings["targets"] or lora_targets(model)),
@@ -468,11 +472,12 @@ def _out_of_memory_message(config, lora: dict | None, checkpoint_dir: Path) -> s
             f"max_source_length={config.max_source_length}, max_target_length={config.max_target_length}, "
             f"student_layers={config.student_layers}, lora={'on' if lora else 'off'}). Lower batch_size first, "
             "then max_source_length / max_target_length or student_layers, or train LoRA adapters only "
-            "(config.extra['lora'] = True). Checkpoints saved so far are in "
+            "(config.lora = True). Checkpoints saved so far are in "
             f"{checkpoint_dir}; train_student(..., resume=True) continues from the last one.")
 
 
-def _eval_rows(split, mode: str, label_source: str, rationale_answer: bool = False, task: str | None = None) -> list[dict]:
+def _eval_rows(split, mode: str, label_source: str, rationale_answer: bool = False,
+               task: str | None = None) -> list[dict]:
     """Validation rows: those of ``mode``, or only the label rows when the split has no rationales."""
     if mode == "dss" and not any(split["rationale"]):
         return build_rows(split, "distill" if label_source == "teacher" else "standard")
@@ -488,25 +493,22 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
     (a path picks one); the rows, their order and the schedule are rebuilt from the same config,
     and the Trainer skips the batches already seen, so the result equals an uninterrupted run.
     A ``validation`` split, when ``dataset`` has one, picks the best checkpoint by ``eval_loss``.
-    ``config.extra`` options (``label_source``, ``chat_template``, ``lora``, ``save_steps``,
-    ``keep_checkpoints``) are described at the top of this module.
+    The student options (``label_source``, ``chat_template``, ``lora``, ``save_steps``,
+    ``keep_checkpoints``...) are described at the top of this module.
     """
     from datasets import Dataset
 
-    from utils.config import seed_everything
-    from utils.data import check_columns
+    from utils.config import atomic_write_json, seed_everything, validate_student_options
     from utils.models import count_parameters, load_model, load_tokenizer, origin_model_id
 
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
     family = config.student_family
-    _check_family(family)
+    check_family(family)
     if not 0.0 <= config.alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {config.alpha}.")
-    label_source = config.extra.get("label_source", "gold")
-    if label_source not in LABEL_SOURCES:
-        raise ValueError(f"Unknown config.extra['label_source'] {label_source!r}. Valid choices: "
-                         f"{', '.join(LABEL_SOURCES)} (gold labels or the teacher's, next to its rationales).")
+    validate_student_options(config)
+    label_source = config.label_source
     lora = lora_settings(config)
     check_columns(dataset)
     output_dir = Path(output_dir)
@@ -517,18 +519,27 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
     model = model or load_model(source, family)
     if lora:
         model = apply_lora(model, family, lora)
-    chat = bool(config.extra.get("chat_template", False)) and family == "causal"
+    chat = config.chat_template and family == "causal"
     if chat and not getattr(tokenizer, "chat_template", None):
         print(f"note: {source} has no chat template; training on the plain prompt format")
         chat = False
-    rationale_answer = bool(config.extra.get("rationale_answer", False))
+    rationale_answer = config.rationale_answer
     rows = build_rows(dataset["train"], mode, label_source, rationale_answer, config.task)
-    features = tokenize_rows(rows, tokenizer, family, config.max_source_length, config.max_target_length, chat)
+    cut_rows = {"train": {}}
+    features = tokenize_rows(rows, tokenizer, family, config.max_source_length, config.max_target_length, chat,
+                             counts=cut_rows["train"])
     features = order_rows(features, config)
     eval_features = None
     if "validation" in dataset:
-        eval_features = tokenize_rows(_eval_rows(dataset["validation"], mode, label_source, rationale_answer, config.task), tokenizer, family,
-                                      config.max_source_length, config.max_target_length, chat)
+        cut_rows["validation"] = {}
+        eval_rows = _eval_rows(dataset["validation"], mode, label_source, rationale_answer, config.task)
+        eval_features = tokenize_rows(eval_rows, tokenizer, family, config.max_source_length,
+                                      config.max_target_length, chat, counts=cut_rows["validation"])
+    for split, counts in cut_rows.items():
+        if counts["rows"] and trainer_is_main():
+            print(f"{split}: {counts['rows']} row(s) longer than max_source_length={config.max_source_length} / "
+                  f"max_target_length={config.max_target_length} were cut in the middle "
+                  f"({counts['source']} source(s), {counts['target']} target(s))")
     args = training_arguments(config, output_dir, len(features), has_eval=eval_features is not None)
     trainer = MultiTaskTrainer(model=model, args=args, train_dataset=Dataset.from_list(features),
                                eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
@@ -562,13 +573,15 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
                 "rationale_prefix": RATIONALE_PREFIX, "task": config.task, "source_model": str(source),
                 "base_model": origin_model_id(config.student_model), "student_layers": config.student_layers,
                 "label_source": label_source if mode == "dss" else ("teacher" if mode == "distill" else "gold"),
-                "chat_template": chat, "lora": lora, "rationale_answer": rationale_answer}
-        (output_dir / "student_meta.json").write_text(json.dumps(meta, indent=2))
+                "chat_template": chat, "lora": lora, "rationale_answer": rationale_answer,
+                "max_source_length": config.max_source_length, "max_target_length": config.max_target_length,
+                "cut_rows": cut_rows}
+        atomic_write_json(output_dir / "student_meta.json", meta)
     result = TrainResult(str(output_dir), mode, family, count_parameters(final), seconds,
                          trainer.target_tokens, trainer.target_tokens / max(seconds, 1e-9),
-                         trainer.state.log_history, checkpoint, trainer.checkpoint_seconds)
+                         trainer.state.log_history, checkpoint, trainer.checkpoint_seconds, cut_rows)
     if trainer.is_world_process_zero():
-        (output_dir / "train_log.json").write_text(json.dumps(result.__dict__, indent=2))
-        if not config.extra.get("keep_checkpoints", False):
+        atomic_write_json(output_dir / "train_log.json", result.__dict__)
+        if not config.keep_checkpoints:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return result

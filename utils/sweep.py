@@ -184,11 +184,13 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                     for inference in variant.inference:
                         scored = evaluate_student(model, tokenizer, data[split], cfg.student_family, cfg.task,
                                                   batch_size=cfg.eval_batch_size, max_new_tokens=48, inference=inference,
-                                                  rationale_tokens=cfg.max_target_length + 32, seed=seed)
+                                                  rationale_tokens=cfg.max_target_length + 32, seed=seed,
+                                                  max_source_length=cfg.max_source_length)
                         file = f"predictions_{split}_{inference}.jsonl"
                         save_predictions(scored["predictions"], cell_dir / file)
                         results[split][inference] = {"accuracy": scored["accuracy"], "ci95": scored["ci95"],
-                                                     "n": scored["n"], "predictions": file}
+                                                     "n": scored["n"], "cut_sources": scored["cut_sources"],
+                                                     "predictions": file}
                 cell = {"variant": variant.name, "mode": variant.mode, "fraction": fraction, "seed": seed,
                         "dataset": variant.dataset, "n_train": len(data["train"]),
                         "n_rationales": sum(1 for r in data["train"]["rationale"] if r),
@@ -207,11 +209,12 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
 # --- summaries and paired comparisons ------------------------------------------------------------
 
 
-def _correct_lists(cell: dict, split: str, inference: str) -> list[bool]:
+def _correct_by_id(cell: dict, split: str, inference: str) -> dict[str, bool]:
+    """A cell's per-item results on a split, ``{id: correct}``, read from its predictions file."""
     from utils.evaluation import load_predictions
+    from utils.stats import correct_by_id
 
-    rows = load_predictions(Path(cell["dir"]) / cell["results"][split][inference]["predictions"])
-    return [bool(r["correct"]) for r in sorted(rows, key=lambda r: str(r["id"]))]
+    return correct_by_id(load_predictions(Path(cell["dir"]) / cell["results"][split][inference]["predictions"]))
 
 
 def summarize_cells(cells: list[dict], split: str = "test") -> list[dict]:
@@ -235,8 +238,10 @@ def compare_to_baseline(cells: list[dict], baseline: str = "standard", split: st
                         baseline_inference: str = "label", n_boot: int = 2000) -> list[dict]:
     """Each variant (and inference method) against ``baseline`` on the same test items, at each
     fraction, over the seeds both have: the mean difference with a paired-bootstrap 95% interval
-    and p-value, and an exact McNemar test per seed."""
-    from utils.evaluation import mcnemar, paired_bootstrap
+    and p-value, and an exact McNemar test per seed, items paired by id (a cell scored on other
+    items than its baseline is an error). Every p-value comes with its Holm-adjusted ``p_holm``
+    over all the rows returned (``utils.stats.holm_comparisons``)."""
+    from utils.stats import holm_comparisons, mcnemar, paired_bootstrap
 
     base = {(c["fraction"], c["seed"]): c for c in cells if c["variant"] == baseline and split in c["results"]}
     groups: dict[tuple, list[dict]] = {}
@@ -251,19 +256,23 @@ def compare_to_baseline(cells: list[dict], baseline: str = "standard", split: st
                  if (fraction, m["seed"]) in base]
         if not pairs:
             continue
-        ours = [_correct_lists(m, split, inference) for m, _ in pairs]
-        theirs = [_correct_lists(b, split, baseline_inference) for _, b in pairs]
-        boot = paired_bootstrap(ours, theirs, n_boot=n_boot)
-        per_seed = [dict(seed=m["seed"], **mcnemar(a, b)) for (m, _), a, b in zip(pairs, ours, theirs)]
+        ours = [_correct_by_id(m, split, inference) for m, _ in pairs]
+        theirs = [_correct_by_id(b, split, baseline_inference) for _, b in pairs]
+        try:
+            boot = paired_bootstrap(ours, theirs, n_boot=n_boot)
+            per_seed = [dict(seed=m["seed"], **mcnemar(a, b)) for (m, _), a, b in zip(pairs, ours, theirs)]
+        except ValueError as exc:  # say which cells, not only which ids
+            raise ValueError(f"{variant} ({inference}) against {baseline} at fraction {fraction:g}, seeds "
+                             f"{[m['seed'] for m, _ in pairs]}: {exc}") from exc
         rows.append({"variant": variant, "inference": inference, "fraction": fraction, "baseline": baseline,
                      "seeds": [m["seed"] for m, _ in pairs], "difference": boot["difference"],
                      "ci95": boot["ci95"], "p_value": boot["p_value"], "mcnemar": per_seed})
-    return rows
+    return holm_comparisons(rows)
 
 
 def sweep_report(cells: list[dict], baseline: str = "standard", split: str = "test") -> dict:
     """The ``report.json`` section of a sweep: every cell (without predictions, which stay in
-    their files), the summary over seeds and the paired comparisons."""
+    their files), the summary over seeds and the paired comparisons (raw and Holm-adjusted p)."""
     slim = [{**{k: v for k, v in c.items() if k not in ("train_losses", "dir")},
              "dir": "/".join(Path(c["dir"]).parts[-3:])} for c in cells]  # cells/<variant>/<cell>
     has_baseline = any(c["variant"] == baseline for c in cells)

@@ -86,6 +86,11 @@ class LlamaCppTeacher(Teacher):
         return outs
 
 
+def prompt_seed(seed: int, prompt: str) -> int:
+    """A sampling seed for one prompt, from its text and the run's seed (not its position in a list)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\n{prompt}".encode()).digest()[:4], "big")
+
+
 class TransformersTeacher(Teacher):
     """Any causal LM in-process, batched with left padding; bf16 autocast where it is fast."""
 
@@ -110,24 +115,36 @@ class TransformersTeacher(Teacher):
         return "\n\n".join(m["content"] for m in prompt if m["role"] != "system")
 
     def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=64, seed=0):
-        import torch
-
+        """Greedy prompts go in batches; sampled prompts one at a time, each seeded by ``prompt_seed``
+        (its text and ``seed``), so a prompt's samples do not depend on which other prompts share its
+        batch or where a resumed run's to-do list puts it. The caller's RNG state is left untouched."""
         texts = [self._render(p) for p in prompts]
+        sample = temperature > 0
+        step = 1 if sample else self.batch_size
         results = []
-        for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start : start + self.batch_size]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            torch.manual_seed(seed + start)
-            sample = temperature > 0
-            with torch.no_grad(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
-                out = self.lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
-                                       temperature=temperature if sample else None, top_p=None, top_k=None,
-                                       num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id)
-            new = out[:, enc["input_ids"].shape[1] :]
-            decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        for start in range(0, len(texts), step):
+            chunk = texts[start : start + step]
+            decoded = self._decode(chunk, n, temperature if sample else None, max_new_tokens,
+                                   prompt_seed(seed, chunk[0]) if sample else None)
             for i in range(len(chunk)):
                 results.append([_cut_stop(t) for t in decoded[i * n : (i + 1) * n]])
         return results
+
+    def _decode(self, chunk: list[str], n: int, temperature: float | None, max_new_tokens: int,
+                seed: int | None) -> list[str]:
+        import torch
+
+        enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        devices = [torch.cuda.current_device()] if self.device == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), \
+                torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=temperature is not None,
+                                   temperature=temperature, top_p=None, top_k=None, num_return_sequences=n,
+                                   pad_token_id=self.tokenizer.pad_token_id, stop_strings=STOP,
+                                   tokenizer=self.tokenizer)
+        return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 # Transient answers worth another try: rate limits and a server or proxy that is briefly unwell.
@@ -342,6 +359,8 @@ class OpenAITeacher(Teacher):
         self.concurrency = max(1, concurrency)
         key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"  # local servers accept any key
         self._secret = key if key != "not-needed" else None  # only to blank it out of error messages
+        # The client's own retries stay off: their backoff (0.5-8 s) cannot be set, and Ollama's client has
+        # none, so one loop (_call_with_retries) gives both backends the same retries, backoff and logs.
         self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
 
     def describe(self):
@@ -533,7 +552,7 @@ def generate_rationales(teacher: Teacher, task: str, examples: list[dict], cache
     """
     from functools import partial
 
-    from utils.tasks import task_correct
+    from utils.metrics import task_correct
 
     answers_match = partial(task_correct, task)
 
@@ -605,13 +624,10 @@ def _make_record(example: dict, texts: list[str], task: str, label_field: str, a
 
 
 def save_records(records: list[dict], path: str | Path) -> Path:
-    """Write teacher records as JSONL (one example per line)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
+    """Write teacher records as JSONL (one example per line), atomically."""
+    from utils.config import atomic_write_text
+
+    return atomic_write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def load_records(path: str | Path) -> list[dict]:
