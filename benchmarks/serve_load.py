@@ -38,7 +38,7 @@ def newest_export(runs_root: Path) -> Path:
 def test_inputs(export: Path, n: int) -> list[str]:
     """Test problems of the export's run (its saved dataset), else of its task."""
     from utils.data import load_dataset_from_run
-    from utils.tasks import select_examples
+    from utils.loaders import select_examples
 
     try:
         inputs = list(load_dataset_from_run(export.parent.parent)["test"]["input"])

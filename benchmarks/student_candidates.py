@@ -24,9 +24,9 @@ def main() -> None:
     from utils.config import load_config
     from utils.data import build_rationale_dataset
     from utils.evaluation import evaluate_student
+    from utils.loaders import load_task, select_examples
     from utils.models import count_parameters, load_model, load_tokenizer, make_t5_student
     from utils.student import prepare_student_init, train_student
-    from utils.tasks import load_task, select_examples
     from utils.teacher import annotate, teacher_from_config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -32,9 +32,9 @@ def main() -> None:
     import torch
 
     from utils.config import use_bf16
+    from utils.loaders import select_examples
     from utils.models import load_tokenizer
     from utils.prompts import build_prompt
-    from utils.tasks import select_examples
     from utils.teacher import LlamaCppTeacher, TransformersTeacher, generate_rationales
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

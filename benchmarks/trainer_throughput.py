@@ -149,9 +149,9 @@ def build_inputs(work: Path, n_train: int) -> tuple[str, dict[str, str]]:
     """The tiny dataset (from the committed teacher cache) on disk, and the two students' start checkpoints."""
     from utils.config import load_config
     from utils.data import build_rationale_dataset
+    from utils.loaders import load_task, select_examples
     from utils.models import make_t5_student
     from utils.student import prepare_student_init
-    from utils.tasks import load_task, select_examples
     from utils.teacher import annotate, teacher_from_config
 
     base = load_config("tiny", n_train=n_train)

@@ -7,7 +7,7 @@ def arith_dataset(n_train: int, n_test: int):
     """``DatasetDict`` with ``train`` (gold equations as teacher labels, a one-line rationale) and ``test``."""
     from datasets import Dataset, DatasetDict
 
-    from utils.tasks import load_task
+    from utils.loaders import load_task
 
     def rows(split: str, n: int) -> Dataset:
         out = []

@@ -25,7 +25,7 @@ def _split(examples: list[dict], rationale: bool = True) -> Dataset:
 
 
 def _data() -> DatasetDict:
-    from utils.tasks import select_examples
+    from utils.loaders import select_examples
 
     return DatasetDict({"train": _split(select_examples("arith", "train", 12, max_ops=1)),
                         "test": _split(select_examples("arith", "test", 6, max_ops=1))})

@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from tests.evaluation_data import arith_dataset
 from utils.evaluation import accuracy_from_predictions, encode_prompts, evaluate_student, generate_predictions
-from utils.metrics import task_correct
+from utils.tasks import task_correct
 
 # --- the metric on hand-made predictions -----------------------------------------------------------
 

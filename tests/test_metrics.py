@@ -6,15 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.metrics import (
-    answers_match,
-    equation_accuracy,
-    load_metric,
-    normalize_label,
-    score,
-    task_accuracy,
-    task_correct,
-)
+from utils.metrics import answers_match, equation_accuracy, load_metric, score
+from utils.tasks import normalize_label, task_accuracy, task_correct
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from utils.data import build_rationale_dataset
-from utils.metrics import task_correct
+from utils.loaders import load_task
 from utils.paper_data import (
     HubUnavailableError,
     PaperDataUnavailable,
@@ -27,7 +27,7 @@ from utils.paper_data import (
 )
 from utils.prompts import format_answer, load_exemplars
 from utils.rationales import PARSERS, label_key, majority_vote, parse_cot, parse_cot_detailed
-from utils.tasks import ALL_TASK_NAMES, CLASSIFICATION, EQUATION, PAPER_TASK_NAMES, TASK_NAMES, get_task, load_task
+from utils.tasks import ALL_TASK_NAMES, CLASSIFICATION, EQUATION, PAPER_TASK_NAMES, TASK_NAMES, get_task, task_correct
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "paper_datasets"
 RECORD_KEYS = {

@@ -3,18 +3,16 @@
 import pytest
 
 from utils.arith_data import write_arith_data
+from utils.loaders import count_ops, load_task, select_examples
 from utils.prompting import rationale_with_answer
-from utils.rationales import PARSERS, ParsedCoT
+from utils.rationales import PARSERS, ParsedCoT, parse_cot, parse_cot_detailed
 from utils.tasks import (
     ALL_TASK_NAMES,
     CLASSIFICATION,
     EQUATION,
     TASK_NAMES,
     Task,
-    count_ops,
     get_task,
-    load_task,
-    select_examples,
 )
 
 # --- load_task ---------------------------------------------------------------------------------
@@ -92,22 +90,22 @@ def test_each_task_owns_what_differs(name, kind, ending, parser, answer, gold):
     # A rationale target ends with the task's words (utils.prompting asks the Task) and parses back.
     target = rationale_with_answer("Some reasoning.", answer, name)
     assert target == f"Some reasoning. {ending} {answer}."
-    assert task.parse_cot(target) == ("Some reasoning.", answer)
+    assert parse_cot(target, name) == ("Some reasoning.", answer)  # by the parser the task names
     assert task.correct(answer, gold)
 
 
 def test_stages_ask_the_task_object():
     esnli = get_task("esnli")
     assert esnli.answer_ending == "So the answer is" and esnli.answer_prefix == "Answer:"
-    parsed = esnli.parse_cot_detailed("A girl is a child. Answer: entailment\n\nPremise: A man sleeps.")
+    parsed = parse_cot_detailed("A girl is a child. Answer: entailment\n\nPremise: A man sleeps.", "esnli")
     assert parsed == ParsedCoT("A girl is a child.", "entailment", None)
-    assert esnli.parse_cot("Dogs are animals. So the answer is yes.") == ("Dogs are animals.", "yes")
+    assert parse_cot("Dogs are animals. So the answer is yes.", "esnli") == ("Dogs are animals.", "yes")
     assert esnli.normalize("Yes.") == "entailment" and esnli.label_key("banana") is None
     assert esnli.correct("it is not possible to tell", "neutral")
     cqa = get_task("cqa")
     assert cqa.normalize("(b) Bank.") == "bank" and cqa.label_key("(B) bank") == "bank"
-    assert get_task("svamp").parse_cot("84 / 2 = 42. The answer is (84 / 2).") == ("84 / 2 = 42.", "( 84 / 2 )")
-    assert get_task("svamp").parse_cot_detailed(None).error == "teacher output is NoneType, not text"
+    assert parse_cot("84 / 2 = 42. The answer is (84 / 2).", "svamp") == ("84 / 2 = 42.", "( 84 / 2 )")
+    assert parse_cot_detailed(None, "svamp").error == "teacher output is NoneType, not text"
 
 
 def test_equation_votes_are_exact_values():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.tasks import select_examples
+from utils.loaders import select_examples
 from utils.teacher import GenerationCache, Teacher, generate_rationales, load_teacher, summarize_records
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def test_killed_run_resumes_without_losing_outputs(tmp_path):
     cache = tmp_path / "cache.jsonl"
     script = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-        "from utils.tasks import select_examples\n"
+        "from utils.loaders import select_examples\n"
         "from utils.teacher import generate_rationales, load_teacher\n"
         "t = load_teacher('llamacpp', 'smollm2-135m-instruct')\n"
         "ex = select_examples('arith', 'train', 12, max_ops=1)\n"

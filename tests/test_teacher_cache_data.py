@@ -11,8 +11,8 @@ import pytest
 
 from tests.greedy_check import TOLERANCE, greedy_gaps
 from utils.config import REPO_ROOT, load_config
+from utils.loaders import select_examples
 from utils.prompts import build_prompt
-from utils.tasks import select_examples
 from utils.teacher import GenerationCache, Teacher
 
 CONFIG = load_config("tiny")

@@ -16,9 +16,9 @@ import pytest
 
 from tests.greedy_check import TOLERANCE, greedy_gaps
 from tests.protocol_servers import FaultServer, LlamaCppServer, OllamaServer, free_port
+from utils.loaders import select_examples
 from utils.prompts import build_prompt
 from utils.rationales import parse_cot
-from utils.tasks import select_examples
 from utils.teacher import STOP, OllamaTeacher, OpenAITeacher, TeacherError, generate_rationales
 
 MODEL = "smollm2:135m"  # the name the loopback Ollama serves

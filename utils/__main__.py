@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(measured, indent=2))
     elif args.command == "teacher":
         from utils.config import load_config
-        from utils.tasks import select_examples
+        from utils.loaders import select_examples
         from utils.teacher import annotate, summarize_records, teacher_from_config
 
         overrides = {k: v for k, v in {"n_train": args.n_train, "n_test": args.n_test}.items() if v}

@@ -10,8 +10,7 @@ and anli1). An answer that could not be read is passed as the empty string, whic
 import datasets
 import evaluate
 
-from utils.metrics import task_correct
-from utils.tasks import ALL_TASK_NAMES, get_task
+from utils.tasks import ALL_TASK_NAMES, get_task, task_correct
 
 _CITATION = """\
 @article{hsieh2023distilling,

@@ -17,12 +17,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from utils.safe_math import UnsafeExpression, safe_eval
-
-if TYPE_CHECKING:
-    from utils.tasks import Task
 
 # Enough for float rounding in a chain of + - * / on SVAMP-sized numbers, and nothing more: a
 # looser relative tolerance (1e-4 before) accepted 22,090,000 for 22,090,603.
@@ -88,41 +84,6 @@ def clean_label(label: object, choice_letters: str = "", synonyms: Mapping[str, 
     return text or None
 
 
-def _task(task: str | Task) -> Task:
-    """The registry's `Task` for a name (a `Task` passes through).
-
-    The one import of `utils.tasks` from here is inside this function because the registry builds
-    each task's metric from this module; importing it at the top would be a cycle.
-    """
-    from utils.tasks import get_task
-
-    return task if not isinstance(task, str) else get_task(task)
-
-
-def normalize_label(task: str | Task, label: object) -> str | None:
-    """`label` normalised the way `task` compares labels (`Task.normalize`); None for an empty label."""
-    return _task(task).normalize(label)
-
-
-def task_correct(task: str | Task, pred: str | float | None, gold: str | float) -> bool:
-    """Whether a prediction is right for `task` (`Task.correct`).
-
-    Equation tasks compare values (`answers_match`); classification tasks compare normalised
-    labels. None or an unparsable prediction is simply wrong; an empty gold raises ValueError.
-    """
-    return _task(task).correct(pred, gold)
-
-
-def task_accuracy(task: str | Task, preds: list, golds: list) -> float:
-    """Share of predictions that `task_correct` accepts."""
-    if len(preds) != len(golds):
-        raise ValueError(f"{len(preds)} predictions but {len(golds)} gold answers")
-    if not golds:
-        raise ValueError("task_accuracy needs at least one example")
-    spec = _task(task)
-    return sum(spec.correct(p, g) for p, g in zip(preds, golds, strict=True)) / len(golds)
-
-
 # --- the metric as a Hugging Face `evaluate` module ---------------------------------------------
 
 
@@ -136,8 +97,8 @@ def load_metric(task: str):
     """
     import evaluate
 
-    name = _task(task).name  # an unknown task fails here, with the list of valid ones
-    return evaluate.load(str(METRIC_SCRIPT), config_name=name, keep_in_memory=True)
+    # An unknown task fails in the script's _info, with the list of valid ones.
+    return evaluate.load(str(METRIC_SCRIPT), config_name=task, keep_in_memory=True)
 
 
 def _as_text(value: object) -> str:
@@ -158,7 +119,7 @@ def score(task: str, predictions: Sequence, references: Sequence) -> list[bool]:
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not references:
-        _task(task)
+        load_metric(task)  # still an error for an unknown task
         return []
     result = load_metric(task).compute(
         predictions=[_as_text(p) for p in predictions], references=[_as_text(r) for r in references]

@@ -24,6 +24,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from utils.rationales import parse_cot_detailed
 from utils.tasks import EQUATION, PAPER_TASK_NAMES, Task, get_task, read_jsonl
 
 PAPER_DATA_URL = "https://github.com/google-research/distilling-step-by-step/raw/main/datasets.zip"
@@ -191,7 +192,7 @@ def _batch_files(folder: Path, split: str) -> list[Path]:
 
 def _paper_record(example: dict, text: object, task: Task) -> dict:
     """One paper output as a teacher record (the shape ``utils.teacher.generate_rationales`` returns)."""
-    parsed = task.parse_cot_detailed(text)
+    parsed = parse_cot_detailed(text, task.name)
     label, error = parsed.label, parsed.error
     if task.choice_letters and label is not None and re.fullmatch(rf"\([{task.choice_letters}]\)", label):
         label = cqa_choice_text(label, example["input"])

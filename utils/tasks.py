@@ -18,13 +18,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from utils.metrics import answers_match, clean_label
 from utils.safe_math import UnsafeExpression, exact_value
-
-if TYPE_CHECKING:
-    from utils.rationales import ParsedCoT
 
 EQUATION = "equation"  # scored by the value of the equation (`answers_match`)
 CLASSIFICATION = "classification"  # scored by the normalised label (`Task.normalize`)
@@ -121,18 +117,6 @@ class Task:
         key = self.normalize(label)
         return None if self.classes and key not in self.classes else key
 
-    def parse_cot(self, text: str) -> tuple[str, str | None]:
-        """`(rationale, label or None)` from one teacher output, by this task's parser."""
-        parsed = self.parse_cot_detailed(text)
-        return parsed.rationale, parsed.label
-
-    def parse_cot_detailed(self, text: str) -> ParsedCoT:
-        """Like `parse_cot` but keeps the reason when no label could be read."""
-        # Imported here: the parsers belong to the rationale stage, which itself reads this registry.
-        from utils.rationales import parse_cot_detailed
-
-        return parse_cot_detailed(text, self.name)
-
     def canonical_split(self, split: str) -> str:
         """The course's name for `split` ("validation" is accepted for "valid"), or a ValueError."""
         if split == "validation" and "valid" in self.splits:
@@ -225,9 +209,33 @@ def get_task(name: str) -> Task:
     raise ValueError(f"Unknown task {name!r}. Valid choices: {', '.join(ALL_TASK_NAMES)}.")
 
 
-def _repo_root() -> Path:
-    """The repository root: the folder that holds the `utils` package."""
-    return Path(__file__).resolve().parent.parent
+def _task(task: str | Task) -> Task:
+    """The registry's `Task` for a name (a `Task` passes through)."""
+    return task if not isinstance(task, str) else get_task(task)
+
+
+def normalize_label(task: str | Task, label: object) -> str | None:
+    """`label` normalised the way `task` compares labels (`Task.normalize`); None for an empty label."""
+    return _task(task).normalize(label)
+
+
+def task_correct(task: str | Task, pred: str | float | None, gold: str | float) -> bool:
+    """Whether a prediction is right for `task` (`Task.correct`).
+
+    Equation tasks compare values (`answers_match`); classification tasks compare normalised
+    labels. None or an unparsable prediction is simply wrong; an empty gold raises ValueError.
+    """
+    return _task(task).correct(pred, gold)
+
+
+def task_accuracy(task: str | Task, preds: list, golds: list) -> float:
+    """Share of predictions that `task_correct` accepts."""
+    if len(preds) != len(golds):
+        raise ValueError(f"{len(preds)} predictions but {len(golds)} gold answers")
+    if not golds:
+        raise ValueError("task_accuracy needs at least one example")
+    spec = _task(task)
+    return sum(spec.correct(p, g) for p, g in zip(preds, golds, strict=True)) / len(golds)
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
@@ -242,51 +250,3 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number} is not valid JSON ({err.msg})") from err
     return rows
-
-
-def load_task(name: str, split: str, limit: int | None = None, data_dir: str | Path | None = None) -> list[dict]:
-    """Load split `split` of task `name` as a list of dicts.
-
-    `arith` ("train" or "test") is read from `data/arith/<split>.jsonl` in the repository, or from
-    `data_dir` (the folder holding the `.jsonl` files) when given. A paper task (`svamp`, `cqa`,
-    `esnli`, `anli1`; splits in `get_task(name).splits`) is read from `data_dir` when given, in the
-    authors' released layout (`<data_dir>/<name>/<name>_<split>.json`, see
-    `utils.paper_data.read_paper_split`), else downloaded from the Hugging Face Hub
-    (`get_task(name).hub_id`); offline, that raises `HubUnavailableError` saying what to do.
-    `limit` keeps the first rows only.
-    """
-    task = get_task(name)
-    split = task.canonical_split(split)
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be None or >= 0, got {limit}")
-    if task.paper:
-        # Imported here: utils.paper_data reads this registry, and only the paper's tasks need it.
-        from utils.paper_data import load_hub_split, read_paper_split
-
-        rows = read_paper_split(data_dir, name, split) if data_dir is not None else load_hub_split(name, split)
-        return rows if limit is None else rows[:limit]
-    folder = Path(data_dir) if data_dir is not None else _repo_root() / "data" / name
-    path = folder / f"{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist. Regenerate the data from the repository root with: {REGENERATE_HINT}"
-        )
-    return read_jsonl(path, limit)
-
-
-def count_ops(equation: str) -> int:
-    """How many arithmetic operations an equation label has (a unary minus counts too)."""
-    return sum(equation.count(op) for op in "+-*/")
-
-
-def select_examples(name: str, split: str, n: int | None = None, max_ops: int | None = None) -> list[dict]:
-    """The first ``n`` examples of a split, keeping only labels with at most ``max_ops`` operations.
-
-    The bundled teacher is weak; the ``tiny`` profile keeps one-operation problems so that
-    its rationales are right often enough to learn from.
-    """
-    examples = load_task(name, split)
-    if max_ops is not None:
-        task = get_task(name)
-        examples = [ex for ex in examples if count_ops(str(ex[task.label_field])) <= max_ops]
-    return examples[:n] if n else examples

@@ -552,7 +552,7 @@ def generate_rationales(teacher: Teacher, task: str, examples: list[dict], cache
     """
     from functools import partial
 
-    from utils.metrics import task_correct
+    from utils.tasks import task_correct
 
     answers_match = partial(task_correct, task)
 
