@@ -142,7 +142,7 @@ def evaluate_student(model, tokenizer, split, family: str, task: str = "arith", 
     - ``"label"`` (the paper): the ``[label]`` prompt, greedy; the output is the answer.
     - ``"rationale"`` (rationale, then answer, as in Fine-tune-CoT): the ``[rationale]`` prompt,
       greedy; the answer is parsed from ``... The answer is <label>.`` at its end. Only students
-      trained with ``config.extra["rationale_answer"] = True`` learned to write that ending.
+      trained with ``config.rationale_answer = True`` learned to write that ending.
     - ``"self_consistency"``: ``num_samples`` sampled rationales, the answer by majority vote.
 
     The metric is the task's (``utils.metrics.task_correct``): the value of an equation through the

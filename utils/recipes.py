@@ -40,7 +40,7 @@ STUDY_SETTINGS = {
 }
 SVAMP_SETTINGS = STUDY_SETTINGS["tiny"]
 # Checkpoint and validation every half epoch; the lowest validation loss wins (early stopping).
-SVAMP_EXTRA = {"save_steps": 0.5, "rationale_answer": True}
+SVAMP_OPTIONS = {"save_steps": 0.5, "rationale_answer": True}
 
 BOTH = ("label", "rationale")
 ABLATION = [
@@ -60,10 +60,9 @@ def study_config(task: str = "svamp", profile: str = "tiny", **overrides):
         raise ValueError(f"Unknown task {task!r} for a study on the paper's data. Tasks: {', '.join(PAPER_TASKS)}.")
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}. Valid profiles: {', '.join(PROFILES)}.")
-    extra = {**SVAMP_EXTRA, **overrides.pop("extra", {})}
     values = dict(task=task, n_train=None, n_test=None, max_ops=None, teacher_cache_seed=None,
-                  **STUDY_SETTINGS[profile])
-    return load_config(profile, **{**values, **overrides}, extra=extra)
+                  **STUDY_SETTINGS[profile], **SVAMP_OPTIONS)
+    return load_config(profile, **{**values, **overrides})
 
 
 def svamp_config(**overrides):

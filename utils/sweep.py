@@ -5,7 +5,7 @@ predictions are written first, ``cell.json`` last (to a temporary file, then ren
 with a ``cell.json`` is finished and a rerun skips it. A cell killed during training continues
 from its last checkpoint (``train_student(..., resume=True)``); one killed later is redone.
 
-A *variant* is a training mode plus config overrides (``alpha``, ``epochs``, ``extra`` options...),
+A *variant* is a training mode plus config overrides (``alpha``, ``epochs``, the student options...),
 the dataset it trains on (rationale policies give different datasets) and the inference methods
 its students are scored with (``utils.evaluation.INFERENCE``). ``modes=`` alone gives one
 variant per mode, named after it, scored on labels: the paper's setting.
@@ -30,7 +30,7 @@ class Variant:
 
     name: str
     mode: str  # standard | distill | dss
-    overrides: dict = field(default_factory=dict)  # RunConfig fields; "extra" is merged into config.extra
+    overrides: dict = field(default_factory=dict)  # RunConfig fields (student options included)
     dataset: str = "default"  # key into the datasets run_sweep was given
     inference: tuple[str, ...] = ("label",)  # label | rationale | self_consistency
 
@@ -49,10 +49,12 @@ def cell_name(fraction: float, seed: int) -> str:
 
 def cell_config(config, variant: Variant, seed: int):
     """The run config of one cell: the sweep's config, the variant's overrides, the cell's seed."""
-    from utils.config import validate_config
+    from utils.config import STUDENT_OPTIONS, validate_config
 
     overrides = dict(variant.overrides)
     extra = {**config.extra, **overrides.pop("extra", {})}
+    # Student options given the old way, in "extra", go to their typed fields (validated below).
+    overrides.update({k: extra.pop(k) for k in STUDENT_OPTIONS if k in extra and k not in overrides})
     known = {f.name for f in dataclasses.fields(config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
