@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check utils tests benchmarks
+	$(PY) -m ruff check utils tests benchmarks notebooks
 
 clean-runs:
 	rm -rf runs

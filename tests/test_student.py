@@ -447,3 +447,32 @@ def test_long_sources_and_rationales_are_cut_in_the_middle_and_counted(tiny_stud
     short = [f for f in features if f["example"] == 1]
     assert all(IGNORE in f["labels"] for f in short)  # the short example is whole
     assert RATIONALE_PREFIX.strip() in tokenizer.decode(rationale["input_ids"][:8])
+
+
+# --- issue 16: label-then-rationale, and choosing the checkpoint by validation accuracy ---------
+
+
+def test_ltr_rows_put_the_rationale_after_the_label_in_one_target():
+    rows = build_rows(_split(2), "ltr")
+    assert [r["task"] for r in rows] == [0, 0] and all(r["source"].startswith(LABEL_PREFIX) for r in rows)
+    assert rows[0]["target"] == "( 2 + 3 )\n2 + 3 = 5."
+    assert rows[0]["target"].split("\n")[0] == "( 2 + 3 )"  # what label decoding (first line) reads back
+    with pytest.raises(ValueError, match="'ltr' needs rationales"):
+        build_rows(_split(2, rationale=False), "ltr")
+
+
+@pytest.mark.slow
+def test_select_by_accuracy_scores_validation_and_stops_early(tiny_student, tmp_path):
+    path, _ = tiny_student
+    data = DatasetDict({"train": _split(8), "validation": _split(4, rationale=False)})
+    config = load_config("tiny", epochs=6.0, batch_size=8, learning_rate=1e-6, keep_checkpoints=True,
+                         select_by="accuracy", early_stopping_patience=1)
+    result = train_student(data, config, "ltr", tmp_path / "out", init=str(path))
+    accuracies = [h["eval_accuracy"] for h in result.log_history if "eval_accuracy" in h]
+    # lr 1e-6 changes nothing the greedy decode can see: no improvement after the first evaluation
+    assert len(accuracies) == 2 and max(h.get("epoch", 0) for h in result.log_history) < 6
+    last = max((tmp_path / "out" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    state = __import__("json").loads((last / "trainer_state.json").read_text())
+    assert state["best_metric"] == pytest.approx(max(accuracies))
+    with pytest.raises(ValueError, match="select_by"):
+        load_config("tiny", select_by="speed")

@@ -11,6 +11,10 @@ from pathlib import Path
 from utils.config import REPO_ROOT
 
 NOTEBOOKS = ("01_teacher_cot", "02_rationale_dataset", "03_multitask_student", "04_eval_vs_teacher", "05_deploy")
+# What `demo` passes to every notebook unless --param says otherwise. Notebook 04's sweep defaults to
+# 3 seeds per cell (mean and spread, about 25 more minutes on 2 cores); the demo keeps one, so it
+# stays within about 15 minutes. `--param SWEEP_SEEDS=3` runs the notebook's default.
+DEMO_PARAMETERS = {"SWEEP_SEEDS": 1}
 
 
 def run_notebook(name: str, run_dir: Path, parameters: dict) -> float:
@@ -45,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--runs-root", default="runs", help="where run folders go (default: runs/)")
     demo.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
                       help="extra notebook parameter, e.g. --param N_TRAIN=8")
-    one = sub.add_parser("run", help="run one notebook headless into a run folder (default: runs/latest)")
-    one.add_argument("notebook")
+    one = sub.add_parser("run", help="run notebooks headless, in order, into a run folder (default: runs/latest)")
+    one.add_argument("notebook", nargs="+", help="01 .. 05 (or full names); several run in the order given")
     one.add_argument("--run-dir", default=None, help="run folder of the earlier notebooks (default: runs/latest)")
     one.add_argument("--profile", default="tiny")
     report = sub.add_parser("report", help="print a run's results as Markdown tables")
@@ -70,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     study.add_argument("--stage", action="append", default=None,
                        help="recipe | ablation | final | self_consistency | report (repeatable; default: the "
                             "first three; report alone rewrites report.json and the figure from finished cells)")
+    study.add_argument("--design", default="fractions", choices=("fractions", "cv", "candidates", "sizes"),
+                       help="fractions: the staged study above; cv: k-fold cross-validation over every item "
+                            "(standard, dss, ltr; one cell per fold and variant; resumable); candidates: the "
+                            "student candidates on fold 0; sizes: e-SNLI data efficiency on a premise-disjoint split")
+    study.add_argument("--publish", default=None,
+                       help="also copy the run folder here without weights or problem texts (e.g. data/results/NAME)")
+    study.add_argument("--fold", type=int, action="append", default=None,
+                       help="with --design cv: run only these folds (repeatable; default: all)")
     serve = sub.add_parser("serve", help="serve an exported student over HTTP (POST /predict, GET /docs)")
     serve.add_argument("export_dir", help="a folder written by utils.export.export_student")
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only; 0.0.0.0: the network")
@@ -84,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.report import render_markdown, verify_predictions, write_report
 
     if args.command == "demo":
-        params = {"PROFILE": args.profile}
+        params = {"PROFILE": args.profile, **DEMO_PARAMETERS}
         for item in args.param:
             key, _, value = item.partition("=")
             params[key] = json.loads(value)
@@ -99,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         print(render_markdown(run_dir))
     elif args.command == "run":
         run_dir = resolve_run_dir(args.run_dir)
-        seconds = run_notebook(args.notebook, run_dir, {"PROFILE": args.profile})
-        name = next(n for n in NOTEBOOKS if n == args.notebook or n.startswith(args.notebook))
-        timings = json.loads((run_dir / "report.json").read_text()).get("timings", {}) if (run_dir / "report.json").exists() else {}
-        timings.pop("total", None)  # no longer one run's wall time
-        write_report(run_dir, "timings", {**timings, name: round(seconds, 1)})
-        print(f"{name}: {seconds:.1f} s")
+        for notebook in args.notebook:
+            seconds = run_notebook(notebook, run_dir, {"PROFILE": args.profile})
+            name = next(n for n in NOTEBOOKS if n == notebook or n.startswith(notebook))
+            report_path = run_dir / "report.json"
+            timings = json.loads(report_path.read_text()).get("timings", {}) if report_path.exists() else {}
+            timings.pop("total", None)  # no longer one run's wall time
+            write_report(run_dir, "timings", {**timings, name: round(seconds, 1)})
+            print(f"{name}: {seconds:.1f} s", flush=True)
     elif args.command == "report":
         run_dir = Path(args.run_dir)
         run_dir = (run_dir if run_dir.is_absolute() else Path.cwd() / run_dir).resolve()
@@ -134,6 +148,19 @@ def main(argv: list[str] | None = None) -> int:
             examples = select_examples(config.task, split, n, config.max_ops)
             records = annotate(teacher, config, examples, args.cache, split)
             print(split, summarize_records(records))
+    elif args.command == "study" and args.design != "fractions":
+        from utils.recipes import cv_candidates, cv_study, esnli_study, publish_study
+
+        run_dir = resolve_run_dir(args.run_dir)
+        if args.design == "cv":
+            cv_study(args.paper_data, run_dir, args.task, args.profile, folds=args.fold)
+        elif args.design == "candidates":
+            cv_candidates(args.paper_data, run_dir, args.task, args.profile, fold=(args.fold or [0])[0])
+        else:
+            esnli_study(args.paper_data, run_dir, args.profile)
+        if args.publish:
+            print(f"published {publish_study(run_dir, args.publish)} cells to {args.publish}")
+        print(render_markdown(run_dir))
     elif args.command == "study":
         from utils.recipes import paper_study
 

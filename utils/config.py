@@ -60,6 +60,8 @@ class RunConfig:
     bf16: bool | None = None  # None: bf16 autocast where it is fast (utils.config.use_bf16); False: fp32
     save_steps: float | None = None  # checkpoint every N steps (<1: that fraction of an epoch; 0: never)
     keep_checkpoints: bool = False  # keep checkpoints after a successful run (else removed)
+    select_by: str = "loss"  # loss | accuracy: how the best validation checkpoint is chosen
+    early_stopping_patience: int | None = None  # stop after this many evaluations without improvement
     # --- evaluation (notebook 04) ---
     eval_batch_size: int = 16  # rows per generate() call
     # --- where things go ---
@@ -122,7 +124,7 @@ VALID_CHOICES = {
     "student_family": ("causal", "seq2seq"),
     "rationale_policy": ("all", "correct", "gold"),
 }
-VALID_MODES = ("standard", "distill", "dss")
+VALID_MODES = ("standard", "distill", "dss", "ltr")
 
 
 def load_config(profile: str | None = None, **overrides) -> RunConfig:
@@ -147,7 +149,7 @@ def load_config(profile: str | None = None, **overrides) -> RunConfig:
 
 
 STUDENT_OPTIONS = ("label_source", "rationale_answer", "chat_template", "lora", "bf16", "save_steps",
-                   "keep_checkpoints")
+                   "keep_checkpoints", "select_by", "early_stopping_patience")
 LORA_KEYS = ("r", "alpha", "dropout", "targets")
 
 
@@ -197,6 +199,12 @@ def validate_student_options(config: RunConfig) -> None:
     if config.save_steps is not None and (isinstance(config.save_steps, bool) or config.save_steps < 0):
         raise ValueError(f"save_steps must be None, 0 (no checkpoints), a fraction of an epoch below 1 or a "
                          f"number of steps, got {config.save_steps!r}.")
+    if config.select_by not in ("loss", "accuracy"):
+        raise ValueError(f"Unknown select_by {config.select_by!r}. Valid choices: loss (lowest validation loss), "
+                         "accuracy (highest validation accuracy, label-only decoding).")
+    patience = config.early_stopping_patience
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"early_stopping_patience must be None or a whole number of evaluations >= 1, got {patience!r}.")
     for name in ("max_source_length", "max_target_length"):
         if getattr(config, name) < 2:
             raise ValueError(f"{name} must be at least 2 tokens (both ends of a text are kept), "
@@ -210,8 +218,9 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-def pick_device(verbose: bool = True) -> str:
-    """CUDA, then Apple MPS, then CPU; prints the choice."""
+def pick_device(verbose: bool = True, profile: str | None = None) -> str:
+    """CUDA, then Apple MPS, then CPU; prints the choice (and, given the run's ``profile``, says
+    when a GPU would serve a bigger one: ``tiny`` is sized for a CPU and leaves a GPU idle)."""
     import torch
 
     if torch.cuda.is_available():
@@ -221,19 +230,27 @@ def pick_device(verbose: bool = True) -> str:
     else:
         device = "cpu"
     if verbose:
-        print(f"device: {device}")
+        name = f" ({torch.cuda.get_device_name(0)})" if device == "cuda" else ""
+        print(f"device: {device}{name}")
+        if device == "cuda" and profile == "tiny":
+            print('A GPU is present: PROFILE = "colab" (a 1.5B teacher, a flan-t5-base student) is the profile '
+                  "sized for it; tiny runs here too, but is made for a CPU.")
     return device
 
 
 def use_bf16(device: str) -> bool:
-    """bf16 only where it is fast: CUDA with bf16 support, or a CPU with avx512_bf16.
+    """bf16 only where it is fast: a CUDA GPU of compute capability 8.0 or more (Ampere: A100, L4,
+    RTX 30xx, and later), or a CPU with avx512_bf16.
 
-    On AVX2-only CPUs bf16 autocast was measured 20 times slower than fp32, so it stays off.
+    ``torch.cuda.is_bf16_supported()`` alone is not enough: it is true on a T4 (7.5), where bf16 is
+    emulated and slower than fp32; there the trainer uses fp16 autocast instead (see
+    ``utils.student.training_arguments``). On AVX2-only CPUs bf16 autocast was measured 20 times
+    slower than fp32, so it stays off.
     """
     import torch
 
     if device == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability()[0] >= 8 and torch.cuda.is_bf16_supported()
     if device == "cpu":
         checker = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
         return bool(checker and checker())
@@ -287,24 +304,157 @@ def make_run_dir(root: str | Path = "runs", run_id: str | None = None) -> Path:
     tmp = root / f".latest-{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
-    tmp.symlink_to(run_id)
+    try:
+        tmp.symlink_to(run_id)
+    except OSError:  # Google Drive (and some other mounts) has no symlinks: a text file names the run
+        atomic_write_text(root / LATEST_FILE, run_id)
+        return run_dir
     os.replace(tmp, latest)  # atomic: a reader never sees a missing link
     return run_dir
 
 
-def resolve_run_dir(run_dir: str | Path | None = None, root: str | Path = "runs") -> Path:
-    """The given run folder, else ``runs/latest``, else a new one."""
-    if run_dir:
-        path = Path(run_dir)
-        if not path.is_absolute():
-            path = REPO_ROOT / path
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+LATEST_FILE = "latest.txt"  # where symlinks are impossible (Google Drive), the newest run's name
+
+
+def latest_run_dir(root: str | Path = "runs") -> Path | None:
+    """The run ``root/latest`` points at (or ``root/latest.txt`` names), or None when there is none."""
     root_path = Path(root) if Path(root).is_absolute() else REPO_ROOT / root
     latest = root_path / "latest"
     if latest.exists():
         return latest.resolve()
-    return make_run_dir(root)
+    named = root_path / LATEST_FILE
+    if named.exists() and (root_path / named.read_text().strip()).is_dir():
+        return root_path / named.read_text().strip()
+    return None
+
+
+def resolve_run_dir(run_dir: str | Path | None = None, root: str | Path = "runs") -> Path:
+    """The given run folder, else the latest under ``root``, else a new one, and says which.
+
+    A new or empty folder holds no earlier stage's files: notebooks 02-05 follow this call with
+    ``require_stage``, which names the command that writes them (or runs it), so an empty folder
+    never ends in a bare ``FileNotFoundError``.
+    """
+    if run_dir:
+        path = Path(run_dir)
+        if not path.is_absolute():
+            path = REPO_ROOT / path
+        if not path.exists():
+            print(f"{path} does not exist yet: created (empty)")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    found = latest_run_dir(root)
+    if found is not None:
+        return found
+    path = make_run_dir(root)
+    print(f"no run under {root} yet: a new, empty run folder {path}")
+    return path
+
+
+# What each notebook leaves in a run folder, in the order they run: a later stage needs the earlier ones.
+STAGES = {
+    "teacher": ("01_teacher_cot", ("teacher/train_records.jsonl", "teacher/test_records.jsonl")),
+    "dataset": ("02_rationale_dataset", ("dataset/dataset_dict.json",)),
+    "student": ("03_multitask_student", ("student/*/student_meta.json",)),
+    "evaluation": ("04_eval_vs_teacher", ("eval/predictions_*.jsonl",)),
+}
+
+
+class MissingStageError(FileNotFoundError):
+    """A run folder lacks what an earlier notebook writes; the message says which command writes it."""
+
+
+def stage_done(run_dir: str | Path, stage: str) -> bool:
+    """Whether ``run_dir`` holds every file ``stage`` writes (``STAGES``)."""
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}. Stages: {', '.join(STAGES)}.")
+    return all(any(Path(run_dir).glob(pattern)) for pattern in STAGES[stage][1])
+
+
+def stage_command(notebook: str, run_dir: str | Path, profile: str | None = None) -> list[str]:
+    """The command that runs ``notebook`` headless into ``run_dir`` (``python -m utils run``)."""
+    return [sys.executable, "-m", "utils", "run", notebook[:2], "--run-dir", str(run_dir),
+            "--profile", profile or os.environ.get("DSS_PROFILE") or "tiny"]
+
+
+def _run_stage(notebook: str, run_dir: Path, profile: str | None) -> None:
+    import subprocess
+
+    subprocess.run(stage_command(notebook, run_dir, profile), cwd=REPO_ROOT, check=True)
+
+
+def require_stage(run_dir: str | Path, stage: str, run_missing: bool = False, profile: str | None = None,
+                  runner=None) -> list[str]:
+    """Make sure ``run_dir`` holds ``stage``'s outputs and those of every stage before it.
+
+    When something is missing: with ``run_missing`` the missing notebooks run headless, in order,
+    into ``run_dir`` (each announced first; ``runner(notebook, run_dir, profile)`` replaces the
+    subprocess in tests); without it, ``MissingStageError`` names the folder, what is missing and
+    the command that writes it. Returns the notebooks that ran (empty when nothing was missing).
+    """
+    run_dir = Path(run_dir)
+    names = list(STAGES)
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}. Stages: {', '.join(STAGES)}.")
+    needed = names[: names.index(stage) + 1]
+    first = next((s for s in needed if not stage_done(run_dir, s)), None)
+    if first is None:
+        return []
+    todo = [STAGES[s][0] for s in needed[needed.index(first):]]
+    commands = " && ".join(" ".join(["python -m utils run", n[:2], "--run-dir", str(run_dir)]) for n in todo)
+    if not run_missing:
+        raise MissingStageError(
+            f"The run folder {run_dir} has no {first} stage yet (notebook {STAGES[first][0]} writes "
+            f"{', '.join(STAGES[first][1])}). Either run the notebooks before this one: {commands}\n"
+            "or set RUN_EARLIER = True in the parameters cell and this notebook runs them itself, or point "
+            "RUN_DIR (or RUNS_ROOT, e.g. on Google Drive in Colab) at a run folder that has them.")
+    for notebook in todo:
+        print(f"{run_dir} lacks notebook {notebook[:2]}'s outputs: running {notebook} headless first "
+              f"(python -m utils run {notebook[:2]} --run-dir {run_dir}) ...", flush=True)
+        (runner or _run_stage)(notebook, run_dir, profile)
+        if not stage_done(run_dir, next(s for s, (n, _) in STAGES.items() if n == notebook)):
+            raise MissingStageError(f"{notebook} ran but left no outputs in {run_dir}; see its executed copy "
+                                    f"in {run_dir / 'notebooks'}.")
+    return todo
+
+
+def runs_root(root: str | None = None) -> str:
+    """Where run folders go: ``root`` when given, else ``runs`` in the repository.
+
+    A root under ``/content/drive`` in Colab mounts Google Drive first, so runs outlive the Colab
+    runtime and a notebook opened later in a fresh runtime finds what the earlier ones wrote.
+    """
+    if not root:
+        return "runs"
+    if str(root).startswith("/content/drive") and "google.colab" in sys.modules:
+        from google.colab import drive  # only importable inside Colab
+
+        if not Path("/content/drive/MyDrive").exists():
+            drive.mount("/content/drive")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    return str(root)
+
+
+def colab_extras(config: RunConfig, install: bool = True) -> list[str]:
+    """Packages ``config`` needs beyond ``requirements-colab.txt`` (installed there when in Colab).
+
+    Only the ``llamacpp`` backend (the ``tiny`` teacher) needs one: ``llama-cpp-python``, whose source
+    build takes minutes, so it is installed only for the runs that use it, from the project's
+    prebuilt CPU wheels.
+    """
+    needed = []
+    if config.teacher_backend == "llamacpp":
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            needed.append("llama-cpp-python==0.3.36")
+    if needed and install and "google.colab" in sys.modules:
+        import subprocess
+
+        print("installing", ", ".join(needed), "for the", config.teacher_backend, "teacher ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *needed, "--extra-index-url",
+                        "https://abetlen.github.io/llama-cpp-python/whl/cpu"], check=True)
+    return needed
 
 
 def machine_info() -> dict:

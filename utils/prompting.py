@@ -17,6 +17,9 @@ from collections.abc import Sequence
 LABEL_PREFIX = "[label] "
 RATIONALE_PREFIX = "[rationale] "
 FAMILIES = ("causal", "seq2seq")
+# Label-then-rationale targets (mode "ltr") put the rationale on the lines after the label; label
+# decoding stops at the first newline, so such a student answers as fast as a standard one.
+LTR_SEPARATOR = "\n"
 # The columns a rationale dataset needs (utils.data.build_rationale_dataset writes them).
 COLUMNS = ("id", "input", "label", "rationale", "teacher_label")
 

@@ -147,6 +147,49 @@ def sweep_sections(report: dict) -> dict[str, dict]:
     return found
 
 
+def cv_sections(report: dict) -> dict[str, dict]:
+    """The pooled sections of cross-validated studies (``utils.recipes.cv_summary``)."""
+    return {k: v for k, v in report.items() if isinstance(v, dict) and "folds_finished" in v and "summary" in v}
+
+
+def verify_cv(run_dir: Path, name: str, section: dict, task: str) -> list[str]:
+    """Recompute a pooled section from the folds' prediction files: every variant predicts each
+    item exactly once, from a cell that never trained or validated on it; pooled accuracies and
+    McNemar counts equal what the report says (gold against prediction, through the task's metric)."""
+    from utils.metrics import score
+
+    problems, correct = [], {}
+    prefix = name + "_fold"
+    for row in section["summary"]:
+        variant, seen = row["variant"], {}
+        for fold in section["folds_finished"]:
+            cell_path = run_dir / f"{prefix}{fold}" / "cells" / variant / "f1-s0" / "cell.json"
+            cell = json.loads(cell_path.read_text())
+            rows = [json.loads(line) for line in (cell_path.parent / cell["results"]["test"]["label"]["predictions"])
+                    .read_text(encoding="utf-8").splitlines() if line.strip()]
+            trained = set(cell["ids"]["train"]) | set(cell["ids"].get("validation", []))
+            marks = score(task, [r["prediction"] for r in rows], [r["gold"] for r in rows])
+            for r, ok in zip(rows, marks):
+                if r["id"] in trained:
+                    problems.append(f"{name} {variant} fold {fold}: {r['id']} was trained or validated on")
+                if r["id"] in seen:
+                    problems.append(f"{name} {variant}: {r['id']} predicted twice")
+                seen[r["id"]] = ok
+        correct[variant] = seen
+        again = sum(seen.values()) / len(seen) if seen else None
+        if len(seen) != row["n"] or again is None or abs(again - row["accuracy"]) > 1e-9:
+            problems.append(f"{name} {variant}: report says {row['accuracy']} (n={row['n']}), "
+                            f"predictions give {again} (n={len(seen)})")
+    for comp in section["comparisons"]:
+        a, b = correct[comp["variant"]], correct[comp["baseline"]]
+        a_only = sum(1 for i in a if a[i] and not b.get(i))
+        b_only = sum(1 for i in b if b[i] and not a.get(i))
+        if set(a) != set(b) or (a_only, b_only) != (comp["mcnemar"]["a_only"], comp["mcnemar"]["b_only"]):
+            problems.append(f"{name} {comp['variant']} vs {comp['baseline']}: McNemar counts differ "
+                            f"({a_only}, {b_only}) vs the report's")
+    return problems
+
+
 def verify_predictions(run_dir: str | Path, task: str | None = None) -> list[str]:
     """Recompute every sweep accuracy from its saved predictions (gold against prediction, through
     the task's metric); returns the mismatches (an empty list when all agree)."""
@@ -170,6 +213,8 @@ def verify_predictions(run_dir: str | Path, task: str | None = None) -> list[str
             if len(rows) != score["n"] or abs(again - score["accuracy"]) > 1e-9:
                 problems.append(f"{path}: report says {score['accuracy']:.4f} (n={score['n']}), "
                                 f"predictions give {again:.4f} (n={len(rows)})")
+    for name, section in cv_sections(report).items():
+        problems += verify_cv(run_dir, name, section, task)
     return problems
 
 
@@ -292,6 +337,28 @@ def markdown_sweep(name: str, sweep: dict) -> str:
     return "\n".join(out)
 
 
+def markdown_cv(name: str, section: dict) -> str:
+    """A pooled cross-validation section: accuracy per variant over every item, per-fold accuracy,
+    epochs to the best checkpoint and CPU seconds; then the paired tests against the baseline."""
+    folds = section["folds_finished"]
+    lines = [f"#### {name}: {section['design']} ({len(folds)} of {section['k']} folds finished)", ""]
+    rows = [[r["variant"], r["n"], _pct(r["accuracy"]), _ci(r["ci95"]),
+             " / ".join(_pct(r["folds"].get(str(f), r["folds"].get(f))) for f in folds),
+             " / ".join(str(r["best_epochs"].get(str(f))) for f in folds), _num(r["train_seconds"], 0)]
+            for r in section["summary"]]
+    lines.append(_table(["variant", "items", "accuracy %", "95% CI", "per fold %", "best epoch per fold",
+                         "train s"], rows))
+    if section["comparisons"]:
+        lines += ["", _table(["variant - baseline", "difference (points)", "95% CI (paired bootstrap)",
+                              "McNemar b / c", "p (exact)", "p (Holm)", "detectable at 80% power"],
+                             [[f"{c['variant']} - {c['baseline']}", _num(100 * c["difference"]),
+                               _ci(c["ci95"]), f"{c['mcnemar']['a_only']} / {c['mcnemar']['b_only']}",
+                               _p(c["p_value"]), _p(c["p_holm"]), f"±{_num(100 * c['mde_80'])}"]
+                              for c in section["comparisons"]])]
+        lines += ["", f"Reference: {section['paper_effect']}."]
+    return "\n".join(lines)
+
+
 def render_markdown(run_dir: str | Path) -> str:
     """The Markdown ``python -m utils report RUN`` prints: tables of every section present."""
     run_dir = Path(run_dir)
@@ -318,6 +385,8 @@ def render_markdown(run_dir: str | Path) -> str:
         parts += ["", text]
     for name, sweep in sweep_sections(report).items():
         parts += ["", markdown_sweep(name, sweep)]
+    for name, section in cv_sections(report).items():
+        parts += ["", markdown_cv(name, section)]
     if report.get("timings"):
         parts += ["", _table(["stage", "seconds"], [[k, v] for k, v in report["timings"].items()])]
     return "\n".join(parts) + "\n"

@@ -145,3 +145,37 @@ def holm_comparisons(comparisons: list[dict]) -> list[dict]:
     tests = iter(holm([m["p_value"] for c in comparisons for m in c.get("mcnemar", [])]))
     return [{**c, "p_holm": p, "mcnemar": [{**m, "p_holm": next(tests)} for m in c.get("mcnemar", [])]}
             for c, p in zip(comparisons, boot)]
+
+
+# --- power -----------------------------------------------------------------------------------------
+
+
+def minimum_detectable_effect(discordant: int, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest accuracy difference a paired design on ``n`` items detects with probability
+    ``power`` at two-sided level ``alpha``, given ``discordant`` items on which the two systems
+    disagree (McNemar's b + c, the observed discordance).
+
+    Connor's (1987) sample size for paired proportions, solved for the difference d:
+    ``n = (z_a * sqrt(p) + z_b * sqrt(p - d**2))**2 / d**2`` with ``p`` the discordant share; the
+    left side falls as d grows, so d is found by bisection. More disagreement, or fewer items,
+    means a larger detectable difference.
+    """
+    if n <= 0:
+        raise ValueError("minimum_detectable_effect needs at least one item.")
+    if not 0 <= discordant <= n:
+        raise ValueError(f"discordant must lie in [0, n={n}], got {discordant}.")
+    from statistics import NormalDist
+
+    share = max(discordant, 1) / n  # no discordance at all: as if one item differed
+    z_a, z_b = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
+
+    def needed(d: float) -> float:
+        return (z_a * math.sqrt(share) + z_b * math.sqrt(max(share - d * d, 0.0))) ** 2 / (d * d)
+
+    low, high = 1e-9, math.sqrt(share)
+    if needed(high) > n:  # even the largest difference the discordance allows is not detectable
+        return high
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if needed(mid) > n else (low, mid)
+    return high

@@ -45,6 +45,7 @@ from transformers import Trainer, TrainingArguments
 
 from utils.prompting import (
     LABEL_PREFIX,
+    LTR_SEPARATOR,
     RATIONALE_PREFIX,
     check_columns,
     check_family,
@@ -53,7 +54,7 @@ from utils.prompting import (
     rationale_with_answer,
 )
 
-MODES = ("standard", "distill", "dss")
+MODES = ("standard", "distill", "dss", "ltr")
 LABEL_SOURCES = ("gold", "teacher")
 IGNORE = -100
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": None}  # targets None: per model, see lora_targets
@@ -82,7 +83,9 @@ def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: b
 
     ``standard``: gold labels. ``distill``: teacher labels. ``dss``: labels (gold by default, the
     paper's main setting; ``label_source="teacher"`` for teacher labels) plus one rationale row
-    for every example that has a rationale. ``rationale_answer=True`` ends each rationale target
+    for every example that has a rationale. ``ltr`` (label-then-rationale, Wadhwa et al. 2024):
+    one row per example, ``[label] <input>`` -> ``<gold label>\n<rationale>``; decoding the first
+    line gives the answer, so inference costs what ``standard``'s does. ``rationale_answer=True`` ends each rationale target
     with the answer that rationale reached (``rationale_label``; a rationale kept because it reached
     the gold answer ends with that answer, even when the teacher's vote was another).
     """
@@ -94,13 +97,21 @@ def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: b
     rows = []
     for index, ex in enumerate(split):
         label = ex["teacher_label"] if use_teacher else ex["label"]
+        if label and mode == "ltr" and ex["rationale"]:
+            label = label + LTR_SEPARATOR + ex["rationale"]
         if label:
             rows.append({"source": LABEL_PREFIX + ex["input"], "target": label, "task": 0, "example": index})
-        if mode == "dss" and ex["rationale"]:
-            target = ex["rationale"]
-            if rationale_answer:
-                target = rationale_with_answer(target, _own_answer(ex), task)
-            rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": target, "task": 1, "example": index})
+        if mode == "dss":
+            # An example may carry more rationales (column extra_rationales, e.g. human explanations
+            # beside the teacher's): each becomes a rationale row of its own.
+            for rationale in [ex["rationale"], *(ex.get("extra_rationales") or [])]:
+                if not rationale:
+                    continue
+                target = rationale_with_answer(rationale, _own_answer(ex), task) if rationale_answer else rationale
+                rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": target, "task": 1, "example": index})
+    if mode == "ltr" and not any(LTR_SEPARATOR in r["target"] for r in rows):
+        raise ValueError("Mode 'ltr' needs rationales, but no training row has one. Check the teacher records "
+                         "(notebook 01) or use rationale_policy='all', or train mode 'standard'.")
     if mode == "dss" and not any(r["task"] == 1 for r in rows):
         raise ValueError("Mode 'dss' needs rationales, but no training row has one. Check the teacher "
                          "records (notebook 01) or use rationale_policy='all', or train mode 'standard'.")
@@ -245,6 +256,27 @@ class MultiTaskTrainer(Trainer):
         self._clock = time.perf_counter()
         self.loss_is_scaled_for_ga = False  # the loss is a per-batch mean: Trainer divides it for accumulation
 
+    def score_validation_accuracy(self, split, tokenizer, task: str, max_source_length: int | None = None,
+                                  batch_size: int = 16) -> None:
+        """Make every evaluation also decode ``split``'s labels (the ``[label]`` prompt, greedy, first
+        line) and report ``eval_accuracy``, so checkpoints can be chosen and training stopped by
+        validation accuracy rather than loss (``config.select_by = "accuracy"``)."""
+        self._accuracy = (split, tokenizer, task, max_source_length, batch_size)
+
+    def evaluation_loop(self, *args, **kwargs):
+        output = super().evaluation_loop(*args, **kwargs)
+        scoring = getattr(self, "_accuracy", None)
+        if scoring is not None:
+            # Added here, before evaluate() logs the metrics and runs the callbacks (early stopping reads them).
+            from utils.evaluation import evaluate_student
+
+            split, tokenizer, task, max_source_length, batch_size = scoring
+            prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+            scored = evaluate_student(self.model, tokenizer, split, self.family, task, batch_size=batch_size,
+                                      max_source_length=max_source_length)
+            output.metrics[f"{prefix}_accuracy"] = scored["accuracy"]
+        return output
+
     def _get_train_sampler(self, train_dataset=None):
         return torch.utils.data.SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
 
@@ -349,8 +381,10 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
     else:
         schedule = {"save_strategy": "steps", "save_steps": int(save_steps)} if save_steps else {"save_strategy": "epoch"}
         if has_eval:
+            by_accuracy = config.select_by == "accuracy"
             schedule |= {"eval_strategy": schedule["save_strategy"], "load_best_model_at_end": True,
-                         "metric_for_best_model": "eval_loss", "greater_is_better": False}
+                         "metric_for_best_model": "eval_accuracy" if by_accuracy else "eval_loss",
+                         "greater_is_better": by_accuracy}
             if save_steps:
                 schedule["eval_steps"] = int(save_steps)
     kwargs = dict(
@@ -367,6 +401,7 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
         report_to="none",
         use_cpu=device == "cpu",
         bf16=wants_bf16 and use_bf16(device),
+        fp16=wants_bf16 and device == "cuda" and not use_bf16(device) and config.student_family == "causal",
         remove_unused_columns=False,
         label_names=["labels"],
         prediction_loss_only=True,
@@ -479,7 +514,7 @@ def _out_of_memory_message(config, lora: dict | None, checkpoint_dir: Path) -> s
 def _eval_rows(split, mode: str, label_source: str, rationale_answer: bool = False,
                task: str | None = None) -> list[dict]:
     """Validation rows: those of ``mode``, or only the label rows when the split has no rationales."""
-    if mode == "dss" and not any(split["rationale"]):
+    if mode in ("dss", "ltr") and not any(split["rationale"]):
         return build_rows(split, "distill" if label_source == "teacher" else "standard")
     return build_rows(split, mode, label_source, rationale_answer, task)
 
@@ -545,6 +580,13 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
                                eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
                                data_collator=MultiTaskCollator(tokenizer.pad_token_id),
                                alpha=config.alpha if mode == "dss" else 1.0, family=family)
+    if eval_features is not None and config.select_by == "accuracy":
+        trainer.score_validation_accuracy(dataset["validation"], tokenizer, config.task, config.max_source_length,
+                                          config.eval_batch_size)
+    if eval_features is not None and config.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     checkpoint = None
     if resume:
         if trainer.is_world_process_zero():

@@ -120,7 +120,7 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
     (notebook 03's), which is evaluated instead of trained again.
     Finished cells are skipped, so a sweep stopped at any point is resumed by calling it again.
     """
-    from utils.config import pick_device, resolve_run_dir
+    from utils.config import machine_info, pick_device, resolve_run_dir
     from utils.data import load_dataset_from_run, subsample
     from utils.evaluation import evaluate_student, save_predictions
     from utils.models import count_parameters, load_model, load_tokenizer
@@ -173,9 +173,15 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                     log(f"{tag}: training on {len(data['train'])} examples")
                     result = train_student(data, cfg, variant.mode, model_dir, resume=True)
                     evals = [h for h in result.log_history if "eval_loss" in h]
-                    best = min(evals, key=lambda h: h["eval_loss"]) if evals else None
+                    by_accuracy = cfg.select_by == "accuracy" and all("eval_accuracy" in h for h in evals)
+                    pick = (lambda h: h["eval_accuracy"]) if by_accuracy else (lambda h: -h["eval_loss"])
+                    best = max(evals, key=pick) if evals else None  # first of equals, as the Trainer keeps it
                     train_info = {"train_seconds": result.train_seconds, "target_tokens": result.target_tokens,
                                   "eval_losses": [(h.get("epoch"), h["eval_loss"]) for h in evals],
+                                  "eval_accuracies": [(h.get("epoch"), h["eval_accuracy"]) for h in evals
+                                                      if "eval_accuracy" in h],
+                                  "selected_by": "accuracy" if by_accuracy else "loss",
+                                  "epochs_trained": max((h.get("epoch") or 0 for h in result.log_history), default=None),
                                   "best_epoch": best.get("epoch") if best else None,
                                   "train_losses": [(h.get("epoch"), h["loss"]) for h in result.log_history if "loss" in h]}
                 model = load_model(model_dir, cfg.student_family).to(pick_device(verbose=False))
@@ -195,6 +201,9 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                                                      "predictions": file}
                 cell = {"variant": variant.name, "mode": variant.mode, "fraction": fraction, "seed": seed,
                         "dataset": variant.dataset, "n_train": len(data["train"]),
+                        # which items trained, validated and tested this cell, and on which machine
+                        "ids": {split: list(data[split]["id"]) for split in data},
+                        "machine": machine_info(),
                         "n_rationales": sum(1 for r in data["train"]["rationale"] if r),
                         "parameters": count_parameters(model), "model": str(model_dir) if given or keep_models else None,
                         "results": results, "seconds": time.perf_counter() - start, **train_info,
