@@ -85,7 +85,16 @@ def test_pooled_summary_pairs_every_item_and_states_power(finished_study):
     assert comps["ltr"]["mde_80"] == pytest.approx(minimum_detectable_effect(30, 200))
     assert verify_cv(run_dir, "svamp_cv", section, "svamp") == []
     assert "ltr - standard" in markdown_cv("svamp_cv", section)
+    from utils.report import describe_cv
+
+    text = describe_cv(section)
+    assert "ltr - standard: +15.0 points" in text and "significantly better" in text
+    assert "dss - standard: +1.0 points" in text and "not significantly different" in text
     assert cv_sections({"svamp_cv": section, "other": {"summary": []}}) == {"svamp_cv": section}
+    from utils.evaluation import plot_paired_differences
+
+    plot_paired_differences(section, run_dir / "differences.png")
+    assert (run_dir / "differences.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_verify_catches_a_changed_prediction_and_the_pooling_refuses_a_leak(finished_study):
@@ -164,3 +173,18 @@ def test_extra_rationales_each_become_a_rationale_row():
     rows = build_rows(split, "dss")
     assert [(r["task"], r["target"]) for r in rows] == [(0, "neutral"), (1, "palm"), (1, "human a"), (1, "human b")]
     assert [r["target"] for r in build_rows(split, "standard")] == ["neutral"]
+
+
+COMMITTED = REPO_ROOT / "data" / "results" / "svamp_cv"
+
+
+@pytest.mark.skipif(not (COMMITTED / "report.json").exists(), reason="no committed cross-validated study yet")
+def test_the_committed_cross_validated_study_recomputes_from_its_predictions():
+    from utils.report import load_report, verify_predictions
+
+    report = load_report(COMMITTED)
+    assert verify_predictions(COMMITTED, "svamp") == []
+    for name in [k for k in report if k.startswith("svamp_cv_fold")]:
+        for cell in report[name]["cells"]:
+            test_ids = set(cell["ids"]["test"])
+            assert not test_ids & (set(cell["ids"]["train"]) | set(cell["ids"]["validation"]))

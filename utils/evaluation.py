@@ -300,6 +300,34 @@ def plot_fraction_sweep(rows: list[dict], teacher: dict | None, out_path: str | 
     return fig
 
 
+def plot_paired_differences(section: dict, out_path: str | Path, paper_effect: float | None = 2.9,
+                            title: str = ""):
+    """A cross-validated study's paired differences against its baseline (``utils.recipes.cv_summary``):
+    each variant's difference in points with its 95% paired-bootstrap interval, zero, the design's
+    minimum detectable effect at 80 % power (shaded, around zero) and the paper's effect for scale."""
+    plt = load_pyplot()
+    comps = section["comparisons"]
+    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.7 * max(1, len(comps))))
+    for y, comp in enumerate(comps):
+        diff, (low, high) = 100 * comp["difference"], (100 * comp["ci95"][0], 100 * comp["ci95"][1])
+        ax.errorbar(diff, y, xerr=[[diff - low], [high - diff]], fmt="o", capsize=4, color="C0")
+        ax.axvspan(-100 * comp["mde_80"], 100 * comp["mde_80"], ymin=(y + 0.2) / len(comps), ymax=(y + 0.8) / len(comps),
+                   color="0.85", zorder=0)
+        ax.annotate(f"p={comp['p_value']:.3f} (Holm {comp['p_holm']:.3f})", (high, y), xytext=(6, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    ax.axvline(0, color="k", lw=1)
+    if paper_effect is not None:
+        ax.axvline(paper_effect, color="C3", ls="--", lw=1, label=f"paper's effect (+{paper_effect:g})")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_yticks(range(len(comps)), [f"{c['variant']} - {c['baseline']}" for c in comps])
+    ax.set_ylim(-0.6, len(comps) - 0.4)
+    ax.set_xlabel("difference in accuracy (percentage points); grey: detectable at 80 % power")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    return fig
+
+
 def _in_notebook() -> bool:
     try:
         from IPython import get_ipython

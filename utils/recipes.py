@@ -275,6 +275,13 @@ def cv_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp", p
     names = list(dict.fromkeys([v.name for v in CV_VARIANTS] + [v.name for v in variants]))
     pooled = cv_summary(run_dir, task, names, len(datasets))
     write_report(run_dir, f"{task}_cv", pooled)
+    if pooled["comparisons"]:
+        from utils.evaluation import plot_paired_differences
+
+        (run_dir / "figures").mkdir(exist_ok=True)
+        plot_paired_differences(pooled, run_dir / "figures" / f"{task}_cv_differences.png",
+                                title=f"{task}: {len(pooled['folds_finished'])} of {pooled['k']} folds, "
+                                      f"{pooled['comparisons'][0]['n']} items")
     return pooled
 
 

@@ -359,6 +359,23 @@ def markdown_cv(name: str, section: dict) -> str:
     return "\n".join(lines)
 
 
+def describe_cv(section: dict | None) -> str:
+    """The finding of a cross-validated study in sentences, read from its report (so prose that
+    quotes it cannot drift from the numbers): per comparison the difference, its interval, the exact
+    and Holm-adjusted p, and the difference the design could detect."""
+    if not section or not section["comparisons"]:
+        return "The study has not finished a fold with every variant yet."
+    lines = [f"{len(section['folds_finished'])} of {section['k']} folds finished "
+             f"({section['comparisons'][0]['n']} items, each predicted once per variant)."]
+    for c in section["comparisons"]:
+        verdict = ("significantly better" if c["p_holm"] < 0.05 and c["difference"] > 0 else
+                   "significantly worse" if c["p_holm"] < 0.05 else "not significantly different")
+        lines.append(f"{c['variant']} - {c['baseline']}: {100 * c['difference']:+.1f} points (95% CI "
+                     f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}), McNemar p = {c['p_value']:.3f}, Holm "
+                     f"p = {c['p_holm']:.3f}: {verdict}; the design detects ±{100 * c['mde_80']:.1f} points at 80% power.")
+    return "\n".join(lines)
+
+
 def render_markdown(run_dir: str | Path) -> str:
     """The Markdown ``python -m utils report RUN`` prints: tables of every section present."""
     run_dir = Path(run_dir)
