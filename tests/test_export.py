@@ -14,20 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.exported_student import exported_run, label_only
+from tests.exported_student import label_only
 from utils.export import LABEL_PREFIX, Predictor, can_explain, export_student, hub_token, push_to_hub
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return exported_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(run):
-    return Predictor.from_pretrained(run["out"])
 
 
 def test_the_export_and_serving_path_imports_neither_the_trainer_nor_torch():

@@ -5,13 +5,8 @@ import json
 
 import pytest
 
-from tests.exported_student import exported_run, label_only
+from tests.exported_student import label_only
 from utils.onnx_export import OnnxPredictor, compare_onnx, export_onnx, left_pad
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return exported_run(tmp_path_factory)
 
 
 def test_onnx_refuses_seq2seq_students_clearly(tmp_path):

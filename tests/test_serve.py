@@ -10,21 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.exported_student import exported_run, label_only
+from tests.exported_student import label_only
 from tests.protocol_servers import free_port
-from utils.export import Predictor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return exported_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(run):
-    return Predictor.from_pretrained(run["out"])
 
 
 # --- the HTTP service --------------------------------------------------------------------------------------

@@ -60,6 +60,21 @@ def check_can_explain(meta: dict) -> None:
         raise ValueError(rationale_refusal(meta))
 
 
+def predict_with(generate, meta: dict, inputs: str | list[str], rationale: bool, batch_size: int) -> list[dict]:
+    """``[{"label": ...}]`` per input (plus ``"rationale"`` when asked) through ``generate(items, prefix,
+    max_tokens, batch_size, first_line)``: the one ``predict`` of the PyTorch and the ONNX predictor."""
+    items = check_inputs(inputs)
+    if rationale:
+        check_can_explain(meta)  # before any work: a label-only student cannot explain
+    labels = generate(items, meta.get("label_prefix", LABEL_PREFIX), LABEL_TOKENS, batch_size, True)
+    results = [{"label": label} for label in labels]
+    if rationale:
+        why = generate(items, meta.get("rationale_prefix", RATIONALE_PREFIX), RATIONALE_TOKENS, batch_size, False)
+        for result, text in zip(results, why):
+            result["rationale"] = text
+    return results
+
+
 def check_inputs(inputs: str | list[str]) -> list[str]:
     """``inputs`` as a non-empty list of strings (a single string is a batch of one)."""
     items = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -417,17 +432,7 @@ class Predictor:
         """``[{"label": ...}]`` per input, plus ``"rationale"`` when asked (``dss`` students only:
         others raise ValueError); greedy, in batches of ``batch_size``, decoded as
         ``evaluate_student`` decodes (same answers on the same batches)."""
-        items = check_inputs(inputs)
-        if rationale:
-            check_can_explain(self.meta)  # before any work: a label-only student cannot explain
-        labels = self._generate(items, self.meta.get("label_prefix", LABEL_PREFIX), LABEL_TOKENS, batch_size, True)
-        results = [{"label": label} for label in labels]
-        if rationale:
-            why = self._generate(items, self.meta.get("rationale_prefix", RATIONALE_PREFIX), RATIONALE_TOKENS,
-                                 batch_size, False)
-            for result, text in zip(results, why):
-                result["rationale"] = text
-        return results
+        return predict_with(self._generate, self.meta, inputs, rationale, batch_size)
 
     def describe(self) -> dict:
         """What the service's ``/metadata`` shows: the model, its task, its prompt format and metrics."""

@@ -72,11 +72,7 @@ def plot_loss_against_alpha(alphas: list[float], totals: list[float], label_loss
     ax.set_ylabel("cross-entropy (nats per target token)")
     ax.set_title(title or "One batch, the same per-token losses, five values of α")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, path)
 
 
 def token_table(batch: dict, tokenizer, row: int, family: str, max_padding: int = 2):
@@ -126,6 +122,11 @@ def plot_training_losses(results: dict, path: str | Path | None = None, title: s
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _finish(fig, path)
+
+
+def _finish(fig, path: str | Path | None):
+    """Lay the figure out and, when ``path`` is given, save it there as a PNG."""
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -12,15 +12,12 @@ from pathlib import Path
 from utils.config import atomic_write_text
 from utils.export import (
     BATCH_SIZE,
-    LABEL_TOKENS,
-    RATIONALE_TOKENS,
     Predictor,
     can_explain,
-    check_can_explain,
-    check_inputs,
+    predict_with,
     read_meta,
 )
-from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX, encode_source
+from utils.prompting import LABEL_PREFIX, encode_source
 
 # what an ONNX folder needs besides the graph: the student's description, prompt format and tokenizer
 COPIED_FILES = ("student_meta.json", "prompt_format.json", "metrics.json", "tokenizer.json", "tokenizer_config.json",
@@ -194,17 +191,7 @@ class OnnxPredictor:
 
     def predict(self, inputs: str | list[str], rationale: bool = False, batch_size: int = BATCH_SIZE) -> list[dict]:
         """As ``Predictor.predict`` (a rationale only from a ``dss`` student)."""
-        items = check_inputs(inputs)
-        if rationale:
-            check_can_explain(self.meta)
-        labels = self._run(items, self.meta.get("label_prefix", LABEL_PREFIX), LABEL_TOKENS, batch_size, True)
-        results = [{"label": x} for x in labels]
-        if rationale:
-            why = self._run(items, self.meta.get("rationale_prefix", RATIONALE_PREFIX), RATIONALE_TOKENS,
-                            batch_size, False)
-            for result, text in zip(results, why):
-                result["rationale"] = text
-        return results
+        return predict_with(self._run, self.meta, inputs, rationale, batch_size)
 
 
 def left_pad(prompt_ids: list[list[int]], pad_id: int):
