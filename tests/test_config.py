@@ -95,3 +95,20 @@ def test_run_config_round_trip(tmp_path):
     again = load_run_config(tmp_path, epochs=2.0)
     assert again.alpha == 0.3 and again.n_train == 10 and again.epochs == 2.0
     assert again.modes == config.modes
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    import os
+
+    from utils.config import atomic_write_json, atomic_write_text
+
+    path = tmp_path / "meta.json"
+    atomic_write_json(path, {"old": True})
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_text(path, "{half")
+    assert path.read_text() == '{\n  "old": true\n}' and [p.name for p in tmp_path.iterdir()] == ["meta.json"]

@@ -138,3 +138,24 @@ def test_bundled_teacher_through_transformers_batched_and_chat():
     assert len(sampled[0]) == 2
     chat = teacher.generate([build_prompt(examples[0], "arith", n_shots=2, chat=True)], max_new_tokens=12)
     assert chat[0][0].strip()  # the model's chat template was applied and it answered
+
+
+@pytest.mark.slow
+def test_transformers_teacher_samples_a_prompt_the_same_wherever_it_stands_in_the_list():
+    """A resumed run asks for fewer prompts, so each prompt's position changes: its samples must not
+    (they are seeded by the prompt's text and the run's seed), and the caller's RNG is left alone."""
+    import torch
+
+    from utils.prompts import build_prompt
+    from utils.teacher import TransformersTeacher
+
+    teacher = TransformersTeacher("smollm2-135m-instruct", batch_size=2)
+    examples = select_examples("arith", "test", 2, max_ops=1)
+    first, second = (build_prompt(ex, "arith", n_shots=1) for ex in examples)
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    both = teacher.generate([first, second], n=2, temperature=1.0, max_new_tokens=8, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    alone = teacher.generate([second], n=2, temperature=1.0, max_new_tokens=8, seed=3)
+    assert alone[0] == both[1]
+    assert teacher.generate([second], n=2, temperature=1.0, max_new_tokens=8, seed=4)[0] != alone[0]

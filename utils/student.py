@@ -154,7 +154,11 @@ def tokenize_rows(rows: list[dict], tokenizer, family: str, max_source: int | No
 
 
 class MultiTaskCollator:
-    """Pads a batch (right side for training) and carries each row's task id."""
+    """Pads a batch (right side for training) and carries each row's task id.
+
+    Hand-written because ``DataCollatorForSeq2Seq`` pads on the tokenizer's ``padding_side``, which
+    is left for generation-ready causal tokenizers; here training batches are always padded on the
+    right, whatever the tokenizer says, and the per-row task ids travel with the batch."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
