@@ -120,6 +120,13 @@ def test_a_fold_is_pooled_only_when_every_variant_finished_it(finished_study):
         path.unlink()
     section = cv_summary(run_dir, "svamp", ["standard", "dss", "ltr"], k=2)
     assert section["folds_finished"] == [0] and all(r["n"] == 100 for r in section["summary"])
+    assert verify_cv(run_dir, "svamp_cv", section, "svamp") == []
+    for path in (run_dir / "svamp_cv_fold0" / "cells" / "dss").rglob("cell.json"):
+        path.unlink()
+    empty = cv_summary(run_dir, "svamp", ["standard", "dss", "ltr"], k=2)
+    assert empty["folds_finished"] == [] and empty["comparisons"] == []
+    assert verify_cv(run_dir, "svamp_cv", empty, "svamp") == []  # nothing pooled yet is not an error
+    assert "0 of 2 folds finished" in markdown_cv("svamp_cv", empty)
 
 
 def test_minimum_detectable_effect_grows_with_discordance_and_shrinks_with_items():
