@@ -1,18 +1,56 @@
-"""Student trainer throughput: our step (one forward pass, LM head on target positions only) against the
-paper's step (two forward passes, one per task, each with full logits), side by side. Prints a table.
+"""Student trainer throughput: our step against the paper's, side by side, with each trainer's model
+FLOPs utilisation (MFU) against the machine's matmul peak measured in the same run.
+
+Ours is `MultiTaskTrainer` (`utils.student.token_losses`): causal, one forward pass over both tasks'
+rows with the LM head on target positions only; seq2seq, the encoder once over all rows and the
+decoder once per task, each cut to its own targets. The paper's is two forward passes, one per task,
+each with full logits.
 
 The reference is what the authors' `TaskPrefixTrainer.compute_loss` does: the label rows and the
 rationale rows of a batch go through the model separately (each padded to its own length) and the
 loss is `alpha * label_loss + (1 - alpha) * rationale_loss`, each the model's own mean cross-entropy
-over full logits. Both run on the same `Trainer`, model, rows, row order, batch size and precision;
-each variant runs in a fresh process so its peak memory is its own.
+over full logits. Both run on the same `Trainer`, model, rows, row order, batch size and precision.
+Causal rows, one lever added per row: the paper's loop (padded, whole vocabulary); ours padded;
+ours with rows packed (`pack_rows`, `utils.student.pack_rows`); ours packed on the checkpoint
+pruned to the data's tokens (`prune_vocab`), which is what `train_student` trains on the `tiny`
+profile. Ours collates through `utils.student.make_collator(config, tokenizer)`; the paper's loop
+gets the plain padding `MultiTaskCollator`, since it splits each batch by task. `--variants`
+picks rows (e.g. `paper,ours+pack+prune`).
 
-Students: causal = a 6-layer cut of the bundled SmolLM2-135M-Instruct (the `tiny` student);
-seq2seq = a small T5 from `utils.models.make_t5_student` (the candidate of `student_candidates.py`).
-Data: the `tiny` training inputs with the bundled teacher's rationales, read from the committed
-teacher cache (nothing is generated), in `dss` mode.
+Runs: `--runs` runs of each trainer, interleaved (every row once, then again, ...) so a drift of the
+machine hits both alike, each in a fresh process (its peak memory is its own); each run times
+`--steps` optimizer steps after `--warmup`. The table gives the median over runs and the min-max
+spread of target tokens/s; the speed-up is the ratio of the two medians.
 
-Run: `.venv/bin/python benchmarks/trainer_throughput.py [--steps 10] [--warmup 2] [--batch-size 16]`.
+Matmul peak: in a fresh process with the trainers' thread count, the best of several
+`torch.matmul` of two `--matmul-size` square matrices (2048 on a CPU, 8192 on a GPU),
+GFLOP/s = 2 n^3 / t; measured before and after the trainers, the larger of the two is the peak
+(fp32; with `--bf16` also bf16, the peak that bf16 rows are held against).
+
+Useful FLOPs of a step, counted from the rows of the batch (their token lengths, never the padded
+tensors) and defined the same for both trainers, so the ratio of their MFUs is the ratio of their
+speeds (the work the paper's loop spends on full logits and padding counts as no useful work):
+
+    causal:  6 * N * T + 6 * V * d * P
+    seq2seq: 6 * (N_enc * T_enc + N_dec * T_dec) + 6 * V * d * P
+
+N: non-embedding parameters (N_enc, N_dec: those of the encoder and of the decoder); T: the rows'
+input tokens (T_enc encoder tokens, T_dec decoder tokens = target length); V * d: the LM head (the
+tied embedding matrix); P: the target positions, the only ones whose logits the loss needs.
+Attention's own FLOPs (about 12 * layers * d * sequence length per token) are left out; at these
+lengths (<= 224 tokens) they add a few percent. MFU = useful FLOPs / step time / peak.
+
+Students: causal = a `--causal-layers` cut of the bundled SmolLM2-135M-Instruct (6, the default, is
+the `tiny` student; 0 is the whole 30-layer model) or `--init-causal PATH`; seq2seq = a small T5
+from `utils.models.make_t5_student` (the candidate of `student_candidates.py`). Data: the `tiny`
+training inputs with the bundled teacher's rationales, read from the committed teacher cache
+(nothing is generated), in `dss` mode.
+
+Run (the reference measurement; an idle machine, nothing else running):
+`.venv/bin/python benchmarks/trainer_throughput.py` (defaults: `--steps 30 --warmup 3 --runs 3
+--batch-size 16 --families causal,seq2seq`); the full 135M causal student:
+`.venv/bin/python benchmarks/trainer_throughput.py --families causal --causal-layers 0`.
+Smoke run: `.venv/bin/python benchmarks/trainer_throughput.py --steps 2 --warmup 1 --runs 1 --n-train 40`.
 """
 
 from __future__ import annotations
@@ -20,6 +58,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +67,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-IMPLEMENTATIONS = ("ours", "paper")
+# The rows of the table, per family: (name, trainer, config overrides, pruned start checkpoint). The
+# paper's loop always trains the whole vocabulary, padded; each "ours" row adds one lever.
+VARIANTS = {
+    "causal": [
+        ("paper", "paper", {"pack_rows": False}, False),
+        ("ours", "ours", {"pack_rows": False}, False),
+        ("ours+pack", "ours", {"pack_rows": True}, False),
+        ("ours+pack+prune", "ours", {"pack_rows": True}, True),
+    ],
+    "seq2seq": [("paper", "paper", {}, False), ("ours", "ours", {}, False)],
+}
+STATS = "_benchmark_counts"  # the key the counting collator adds to a batch; popped before the model sees it
+GOALS = {"causal": 1.5, "seq2seq": 1.2}  # the issue's required speed-up of ours over the paper's loop
+NAMES = {
+    ("causal", "paper"): "paper: 2 passes (one per task), full logits, padded",
+    ("causal", "ours"): "ours: 1 pass, LM head on target positions only, padded",
+    ("causal", "ours+pack"): "ours, rows packed (`pack_rows`)",
+    ("causal", "ours+pack+prune"): "ours, rows packed, vocabulary pruned (`prune_vocab`): the `tiny` recipe",
+    ("seq2seq", "paper"): "paper: 2 passes (one per task), full logits",
+    ("seq2seq", "ours"): "ours: encoder once, decoder once per task",
+}
 
 
 def two_pass_trainer_class():
@@ -66,28 +125,120 @@ def two_pass_trainer_class():
     return TwoPassTrainer
 
 
+def row_tokens(feature: dict, family: str) -> tuple[int, int, int]:
+    """(encoder or causal input tokens, decoder tokens, target positions) of one tokenized row."""
+    from utils.student import IGNORE
+
+    if family == "causal":  # position i predicts token i + 1: the targets are the labels after the first
+        return len(feature["input_ids"]), 0, sum(t != IGNORE for t in feature["labels"][1:])
+    return len(feature["input_ids"]), len(feature["labels"]), sum(t != IGNORE for t in feature["labels"])
+
+
+class CountingCollator:
+    """A collator that adds the real token counts of its rows to the batch (under ``STATS``).
+
+    Counted from the rows, not from the collated tensors, so a packed batch (no padding, maybe no
+    attention mask) and a padded one count the same tokens. The counts ride with the batch the
+    trainer sees, so they are added at the step that trains on it (the data loader reads ahead).
+    """
+
+    def __init__(self, inner, family: str):
+        self.inner, self.family = inner, family
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        batch = self.inner(features)
+        counts = [sum(col) for col in zip(*(row_tokens(f, self.family) for f in features))]
+        batch[STATS] = torch.tensor(counts + [int(batch["input_ids"].numel())], dtype=torch.long)
+        return batch
+
+
+def measuring(cls):
+    """``cls`` with a ``training_step`` that pops the batch's ``STATS`` and adds them to ``counts``."""
+
+    class Measuring(cls):
+        counts = None  # [encoder/causal tokens, decoder tokens, target positions, input_ids positions]
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            counts = inputs.pop(STATS).tolist()
+            self.counts = counts if self.counts is None else [a + b for a, b in zip(self.counts, counts)]
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    return Measuring
+
+
+def flop_parameters(model, family: str) -> dict:
+    """The parameter counts of the FLOPs formula: non-embedding ``n`` (``n_enc``, ``n_dec`` for
+    seq2seq) and ``head`` = V * d, the LM head's (tied embedding's) size; tied weights count once."""
+    embeddings = {model.get_input_embeddings().weight.data_ptr(), model.get_output_embeddings().weight.data_ptr()}
+
+    def distinct(module) -> int:
+        seen = {p.data_ptr(): p.numel() for p in module.parameters() if p.data_ptr() not in embeddings}
+        return sum(seen.values())
+
+    out = {"n": distinct(model), "head": model.get_output_embeddings().weight.numel(), "n_enc": 0, "n_dec": 0}
+    if family == "seq2seq":
+        out["n_enc"], out["n_dec"] = distinct(model.get_encoder()), distinct(model.get_decoder())
+    return out
+
+
+def useful_flops(params: dict, family: str, enc_tokens: int, dec_tokens: int, targets: int) -> float:
+    """The useful model FLOPs of training on rows with these token counts (the module docstring's formula)."""
+    if family == "causal":
+        body = params["n"] * enc_tokens
+    else:
+        body = params["n_enc"] * enc_tokens + params["n_dec"] * dec_tokens
+    return 6.0 * (body + params["head"] * targets)
+
+
+def matmul_peak(size: int, dtype: str, repeats: int = 10) -> float:
+    """GFLOP/s of the fastest of ``repeats`` ``torch.matmul`` of two ``size`` x ``size`` matrices
+    (on the GPU when there is one, as the trainers)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a = torch.randn(size, size, device=device).to(kind)
+    b = torch.randn(size, size, device=device).to(kind)
+    best = float("inf")
+    for _ in range(repeats + 2):  # the first two warm up (allocation, kernel choice)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def run_variant(spec: dict) -> dict:
     """Train ``spec["steps"]`` measured steps (after ``spec["warmup"]``) and report rate and memory."""
     import torch
-    from datasets import load_from_disk
+    from datasets import Dataset, load_from_disk
     from transformers import TrainerCallback
 
     from utils.config import load_config, pick_device
-    from utils.models import load_model, load_tokenizer
+    from utils.models import count_parameters, load_model, load_tokenizer
     from utils.student import (
         MultiTaskCollator,
         MultiTaskTrainer,
         build_rows,
+        make_collator,
         order_rows,
         tokenize_rows,
         training_arguments,
     )
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     family = spec["family"]
     bf16 = True if spec["bf16"] else None  # else the trainer's default (bf16 where it is fast)
-    config = load_config("tiny", student_family=family, batch_size=spec["batch_size"], bf16=bf16)
+    config = load_config("tiny", student_family=family, batch_size=spec["batch_size"], bf16=bf16, **spec["set"])
     tokenizer = load_tokenizer(spec["init"])
     model = load_model(spec["init"], family)
+    params = flop_parameters(model, family)
     train = load_from_disk(spec["data"])["train"]
     features = tokenize_rows(
         build_rows(train, "dss"), tokenizer, family, config.max_source_length, config.max_target_length
@@ -107,20 +258,21 @@ def run_variant(spec: dict) -> dict:
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == spec["warmup"]:
-                window["start"], window["tokens"] = time.perf_counter(), trainer.target_tokens
+                window["start"], window["counts"] = time.perf_counter(), list(trainer.counts or [0, 0, 0, 0])
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == spec["warmup"] + spec["steps"]:
-                window["end"], window["tokens"] = time.perf_counter(), trainer.target_tokens - window["tokens"]
+                window["end"] = time.perf_counter()
+                window["counts"] = [b - a for a, b in zip(window["counts"], trainer.counts)]
 
-    from datasets import Dataset
-
-    cls = MultiTaskTrainer if spec["impl"] == "ours" else two_pass_trainer_class()
+    ours = spec["impl"] == "ours"
+    collator = make_collator(config, tokenizer) if ours else MultiTaskCollator(tokenizer.pad_token_id)
+    cls = measuring(MultiTaskTrainer if ours else two_pass_trainer_class())
     trainer = cls(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(features),
-        data_collator=MultiTaskCollator(tokenizer.pad_token_id),
+        data_collator=CountingCollator(collator, family),
         alpha=config.alpha,
         family=family,
         callbacks=[Clock()],
@@ -131,27 +283,36 @@ def run_variant(spec: dict) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
     trainer.train()
     seconds = window["end"] - window["start"]
+    enc, dec, targets, positions = window["counts"]
     return {
-        "tokens_per_second": window["tokens"] / seconds,
+        "tokens_per_second": targets / seconds,
+        "real_tokens_per_second": (enc + dec) / seconds,
+        "flops_per_second": useful_flops(params, family, enc, dec, targets) / seconds,
         "seconds_per_step": seconds / spec["steps"],
-        "target_tokens": window["tokens"],
+        "target_tokens": targets,
+        "real_tokens": enc + dec,
+        "input_positions": positions,
+        "trainer_target_tokens": trainer.target_tokens,
+        "parameters": count_parameters(model),
+        "flop_parameters": params,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_train_mib": rss_before,
         "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "device": pick_device(verbose=False),
         "precision": "bf16 autocast" if args.bf16 else "fp32",
+        "packed": ours and family == "causal" and bool(getattr(config, "pack_rows", False)),
+        "prune_vocab": bool(getattr(config, "prune_vocab", False)),
         "threads": torch.get_num_threads(),
         "final_loss": trainer.state.log_history[-1].get("train_loss"),
     }
 
 
-def build_inputs(work: Path, n_train: int) -> tuple[str, dict[str, str]]:
-    """The tiny dataset (from the committed teacher cache) on disk, and the two students' start checkpoints."""
+def build_data(work: Path, n_train: int) -> tuple[str, list[str]]:
+    """The tiny `dss` dataset (from the committed teacher cache) saved under ``work``, and the task's
+    text (the corpus a T5 student's word-level tokenizer is trained on)."""
     from utils.config import load_config
     from utils.data import build_rationale_dataset
     from utils.loaders import load_task, select_examples
-    from utils.models import make_t5_student
-    from utils.student import prepare_student_init
     from utils.teacher import annotate, teacher_from_config
 
     base = load_config("tiny", n_train=n_train)
@@ -161,78 +322,203 @@ def build_inputs(work: Path, n_train: int) -> tuple[str, dict[str, str]]:
     dataset.save_to_disk(str(work / "data"))
     corpus = ["[label] [rationale]"] + [f"{ex['input']} {ex['equation']}" for ex in load_task(base.task, "train")]
     corpus += [r for r in dataset["train"]["rationale"] if r]
-    inits = {
-        "causal": prepare_student_init(load_config("tiny", student_layers=6)),
-        "seq2seq": str(make_t5_student(corpus, work / "t5-init")),
-    }
-    return str(work / "data"), inits
+    return str(work / "data"), corpus
+
+
+def causal_init(layers: int, data: str | None = None, source: str | None = None) -> str:
+    """The causal student's start checkpoint: a ``layers`` cut of the bundled SmolLM2-135M-Instruct
+    (0: the whole model), or ``source``, built as ``train_student`` builds it; given the dataset
+    folder ``data``, with its vocabulary pruned to that dataset (``prune_vocab``)."""
+    from datasets import load_from_disk
+
+    from utils.config import load_config
+    from utils.student import prepare_student_init, prune_student_vocab
+
+    config = load_config("tiny", student_layers=layers or None, prune_vocab=data is not None)
+    if source:
+        return prune_student_vocab(source, load_from_disk(data), config) if data else source
+    return prepare_student_init(config, load_from_disk(data) if data else None)
+
+
+def build_inputs(
+    work: Path,
+    n_train: int,
+    causal_layers: int = 6,
+    init_causal: str | None = None,
+    families: tuple[str, ...] = ("causal", "seq2seq"),
+) -> tuple[str, dict[str, str]]:
+    """The tiny dataset on disk, and the start checkpoint of each student family asked for."""
+    from utils.models import make_t5_student
+
+    data, corpus = build_data(work, n_train)
+    inits = {}
+    if "causal" in families:
+        inits["causal"] = init_causal or causal_init(causal_layers)
+        inits["causal+prune"] = causal_init(causal_layers, data, init_causal)
+    if "seq2seq" in families:
+        inits["seq2seq"] = str(make_t5_student(corpus, work / "t5-init"))
+    return data, inits
+
+
+def run_child(args: list[str]) -> dict:
+    """Run this script with ``args`` in a fresh process and return the JSON it printed after ``RESULT``."""
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)[:200]} failed:\n{done.stderr[-3000:]}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def measure_peaks(size: int, dtypes: list[str], threads: int | None) -> dict[str, float]:
+    """Matmul peaks (GFLOP/s per dtype), each in a fresh process with the trainers' thread count."""
+    return run_child(["--peak", json.dumps({"size": size, "dtypes": dtypes, "threads": threads})])
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.0f}-{max(values):.0f}"
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE``, repeatable: RunConfig overrides (read by ``parse_sets``)."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other RunConfig override, e.g. --set pack_rows=false (repeatable)")
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` config overrides; VALUE is read as JSON when it parses (true, 3, "x"), else as text."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set needs KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=10, help="measured optimizer steps per variant")
-    parser.add_argument("--warmup", type=int, default=2, help="steps run before the clock starts")
+    parser.add_argument("--steps", type=int, default=30, help="measured optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=3, help="steps run before the clock starts")
+    parser.add_argument("--runs", type=int, default=3, help="runs per trainer (interleaved); the median is reported")
     parser.add_argument("--batch-size", type=int, default=16, help="rows per step (the tiny profile's)")
     parser.add_argument("--n-train", type=int, default=300, help="training inputs (the tiny profile's)")
     parser.add_argument("--families", default="causal,seq2seq")
+    parser.add_argument("--variants", help="only these rows, e.g. paper,ours+pack+prune (default: all)")
+    parser.add_argument("--causal-layers", type=int, default=6, help="layers of the causal student (0: all 30)")
+    parser.add_argument("--init-causal", help="a causal start checkpoint instead (overrides --causal-layers)")
+    parser.add_argument("--max-source", type=int, help="max_source_length (default: the tiny profile's, 128)")
+    parser.add_argument("--max-target", type=int, help="max_target_length (default: the tiny profile's, 96)")
+    add_set_option(parser)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast where use_bf16 allows, causal too")
-    parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one variant, in a child process
+    parser.add_argument("--threads", type=int, help="torch threads in every process (default: torch's)")
+    parser.add_argument(
+        "--matmul-size", type=int, default=0, help="side of the square matmul of the peak (0: 2048 on CPU, 8192 on GPU)"
+    )
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: one run, in a child process
+    parser.add_argument("--peak", help=argparse.SUPPRESS)  # internal: the matmul peak, in a child process
     args = parser.parse_args()
     if args.variant:
         print("RESULT " + json.dumps(run_variant(json.loads(args.variant))))
         return
+    if args.peak:
+        import torch
 
+        spec = json.loads(args.peak)
+        if spec["threads"]:
+            torch.set_num_threads(spec["threads"])
+        size = spec["size"] or (8192 if torch.cuda.is_available() else 2048)  # a GPU needs a bigger one to peak
+        print("RESULT " + json.dumps({"size": size} | {d: matmul_peak(size, d) for d in spec["dtypes"]}))
+        return
+
+    families = tuple(args.families.split(","))
+    sets = parse_sets(args.set)
+    sets |= {"max_source_length": args.max_source} if args.max_source else {}
+    sets |= {"max_target_length": args.max_target} if args.max_target else {}
     work = Path(tempfile.mkdtemp(prefix="trainer-throughput-"))
-    data, inits = build_inputs(work, args.n_train)
-    from utils.models import count_parameters, load_model
+    data, inits = build_inputs(work, args.n_train, args.causal_layers, args.init_causal, families)
+    dtypes = ["fp32", "bf16"] if args.bf16 else ["fp32"]
+    peaks_before = measure_peaks(args.matmul_size, dtypes, args.threads)
+    print(f"matmul peak before (GFLOP/s): {json.dumps(peaks_before)}", flush=True)
 
-    results = []
-    for family in args.families.split(","):
-        params = count_parameters(load_model(inits[family], family)) / 1e6
-        for impl in IMPLEMENTATIONS:
-            spec = {
-                "family": family,
-                "impl": impl,
-                "init": inits[family],
-                "data": data,
-                "out": str(work / impl),
-                "batch_size": args.batch_size,
-                "steps": args.steps,
-                "warmup": args.warmup,
-                "bf16": args.bf16,
-            }
-            done = subprocess.run(
-                [sys.executable, __file__, "--variant", json.dumps(spec)], capture_output=True, text=True
-            )
-            if done.returncode != 0:
-                raise SystemExit(f"{family}/{impl} failed:\n{done.stderr[-3000:]}")
-            line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-            results.append((family, impl, params, json.loads(line[len("RESULT ") :])))
-            print(f"done: {family} / {impl}", flush=True)
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for family in families:
+        for index in range(args.runs):
+            for name, impl, overrides, pruned in VARIANTS[family]:
+                if args.variants and name not in args.variants.split(","):
+                    continue
+                spec = {
+                    "family": family,
+                    "impl": impl,
+                    "init": inits[family + ("+prune" if pruned else "")],
+                    "data": data,
+                    "out": str(work / f"{family}-{name}-{index}"),
+                    "batch_size": args.batch_size,
+                    "steps": args.steps,
+                    "warmup": args.warmup,
+                    "bf16": args.bf16,
+                    "threads": args.threads,
+                    "set": {**sets, **overrides},
+                }
+                result = run_child(["--variant", json.dumps(spec)])
+                runs.setdefault((family, name), []).append(result)
+                print(
+                    f"done: {family} / {name} run {index + 1}: {result['tokens_per_second']:.0f} target tok/s",
+                    flush=True,
+                )
+    peaks_after = measure_peaks(args.matmul_size, dtypes, args.threads)
+    peaks = {d: max(peaks_before[d], peaks_after[d]) for d in dtypes}
 
-    first = results[0][3]
+    first = next(iter(runs.values()))[0]
+    matmul = ", ".join(
+        f"{d} {peaks[d]:.0f} GFLOP/s (before {peaks_before[d]:.0f}, after {peaks_after[d]:.0f})" for d in dtypes
+    )
     print(
-        f"\nStudent trainer throughput, dss mode, {args.batch_size} rows per step, {args.steps} steps after "
-        f"{args.warmup} warm-up, device {first['device']} ({first['threads']} threads),"
-        f" {time.strftime('%Y-%m-%d')}"
+        f"\nStudent trainer throughput, dss mode, {args.batch_size} rows per step, median of {args.runs} runs of "
+        f"{args.steps} steps after {args.warmup} warm-up, device {first['device']} ({first['threads']} threads),"
+        f" {time.strftime('%Y-%m-%d')}; matmul peak, {peaks_before['size']}^2 matrices: {matmul}"
+        + (f"; config overrides {json.dumps(sets)}" if sets else "")
     )
     cuda = first["peak_cuda_mib"] is not None
     print(
-        "| student | params (M) | precision | step | target tokens/s | s/step | speed-up | peak RSS (MiB) |"
-        + (" peak CUDA (MiB) |" if cuda else "")
+        "| student | params (M) | precision | step | target tokens/s | spread (min-max) | real tokens/s | s/step "
+        "| MFU (%) | speed-up | peak RSS (MiB) |" + (" peak CUDA (MiB) |" if cuda else "")
     )
-    print("|---|---:|---|---|---:|---:|---:|---:|" + ("---:|" if cuda else ""))
-    reference = {family: r["tokens_per_second"] for family, impl, _, r in results if impl == "paper"}
-    names = {
-        ("causal", "ours"): "ours: 1 pass, LM head on target positions only",
-        ("seq2seq", "ours"): "ours: 1 pass for both tasks' rows",
-    }
-    for family, impl, params, r in results:
-        speedup = r["tokens_per_second"] / reference[family]
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cuda else ""))
+    medians = {key: statistics.median(r["tokens_per_second"] for r in rs) for key, rs in runs.items()}
+    for (family, name), rs in runs.items():
+        r = rs[0]
+        peak = peaks["bf16" if r["precision"].startswith("bf16") else "fp32"] * 1e9
+        mfu = 100 * statistics.median(x["flops_per_second"] for x in rs) / peak
+        base = medians.get((family, "paper"))
         print(
-            f"| {family} | {params:.1f} | {r['precision']} | {names.get((family, impl), 'paper: 2 passes (one per task), full logits')} | {r['tokens_per_second']:.0f} | {r['seconds_per_step']:.2f} "
-            f"| {speedup:.2f}x | {r['peak_rss_mib']:.0f} |" + (f" {r['peak_cuda_mib']:.0f} |" if cuda else "")
+            f"| {family} | {r['parameters'] / 1e6:.1f} | {r['precision']} | {NAMES[(family, name)]} "
+            f"| {medians[(family, name)]:.0f} | {spread([x['tokens_per_second'] for x in rs])} "
+            f"| {statistics.median(x['real_tokens_per_second'] for x in rs):.0f} "
+            f"| {statistics.median(x['seconds_per_step'] for x in rs):.2f} | {mfu:.1f} "
+            f"| {f'{medians[(family, name)] / base:.2f}x' if base else 'n/a'} "
+            f"| {max(x['peak_rss_mib'] for x in rs):.0f} |"
+            + (f" {max(x['peak_cuda_mib'] for x in rs):.0f} |" if cuda else "")
         )
+    for family in families:
+        best = [k for k in runs if k[0] == family and k[1] != "paper"]
+        if (family, "paper") not in runs or not best:
+            continue
+        name = best[-1][1]  # the last row: every lever of the family on
+        ratios = [o["tokens_per_second"] / p["tokens_per_second"] for o, p in zip(runs[best[-1]], runs[(family, "paper")])]
+        speedup = medians[best[-1]] / medians[(family, "paper")]
+        verdict = "met" if speedup >= GOALS[family] else "NOT met"
+        print(
+            f"\n{family}: {name} against the paper's loop {speedup:.2f}x (run by run {', '.join(f'{x:.2f}x' for x in ratios)}); "
+            f"goal >= {GOALS[family]}x: {verdict}."
+        )
+    print(
+        "\ntarget tokens/s: tokens the loss learns per second; real tokens/s: all tokens of the rows (causal: "
+        "prompt + target; seq2seq: encoder + decoder), padding excluded; MFU: useful model FLOPs per second "
+        "(6 x non-embedding params x real tokens + 6 x V x d x target positions) over the matmul peak."
+    )
 
 
 if __name__ == "__main__":

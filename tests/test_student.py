@@ -1,5 +1,6 @@
 """The multi-task student: rows, masking, the loss, and a short real training run."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -476,3 +477,76 @@ def test_select_by_accuracy_scores_validation_and_stops_early(tiny_student, tmp_
     assert state["best_metric"] == pytest.approx(max(accuracies))
     with pytest.raises(ValueError, match="select_by"):
         load_config("tiny", select_by="speed")
+
+
+def _rows_of_lengths(lengths, task=0):
+    return [{"input_ids": list(range(1, n + 1)), "labels": [IGNORE] * (n // 2) + list(range(n // 2 + 1, n + 1)),
+             "task": task} for n in lengths]
+
+
+def test_packing_places_every_row_once_with_restarting_positions():
+    from utils.student import pack_rows
+
+    features = _rows_of_lengths([30, 200, 10, 120, 90, 60]) + _rows_of_lengths([50], task=1)
+    batch = pack_rows(features, pad_id=0, width=256)
+    lines, length = batch["input_ids"].shape
+    assert length <= 256 and lines == 3  # 560 tokens in lines of 256, no row split
+    assert batch["input_ids"].numel() - sum(len(f["input_ids"]) for f in features) < 256 * lines - 560 + 1
+    found = []
+    for i in range(lines):
+        starts = (batch["position_ids"][i] == 0).nonzero().flatten().tolist() + [length]
+        for a, b in zip(starts, starts[1:]):
+            if batch["token_task"][i, a] >= 0:  # a row, not the padding at the end of a line
+                found.append((b - a, int(batch["token_task"][i, a])))
+                assert batch["input_ids"][i, a:b].tolist() == list(range(1, b - a + 1))
+                assert (batch["token_task"][i, a:b] == batch["token_task"][i, a]).all()
+            else:
+                assert (batch["labels"][i, a:b] == IGNORE).all()
+    assert sorted(found) == sorted((len(f["input_ids"]), f["task"]) for f in features)
+    wide = pack_rows(_rows_of_lengths([300, 20]), pad_id=0, width=256)
+    assert wide["input_ids"].shape == (2, 300)  # a row longer than the width widens the lines; none is cut
+
+
+@pytest.mark.slow
+def test_a_packed_batch_gives_the_padded_loss_and_gradient(tiny_student):
+    path, tokenizer = tiny_student
+    model = load_model(path, "causal")
+    split = _split(6).map(lambda ex, i: {"rationale": ex["rationale"] + " Then check it again." * (i % 3)},
+                          with_indices=True)  # label rows short, rationale rows of three lengths: padding to skip
+    features = tokenize_rows(build_rows(split, "dss"), tokenizer, "causal", 64, 32)
+    padded = MultiTaskCollator(tokenizer.pad_token_id)(features)
+    packed = MultiTaskCollator(tokenizer.pad_token_id, pack=True, pack_width=128)(features)
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
+    grads = []
+    for batch in (padded, packed):
+        model.zero_grad()
+        ce, token_task = token_losses(model, batch, "causal")
+        loss, parts = multitask_loss(ce, token_task, 0.3)
+        loss.backward()
+        grads.append((loss.item(), parts, sorted(ce.tolist()), [p.grad.clone() for p in model.parameters()]))
+    (loss_a, parts_a, ce_a, g_a), (loss_b, parts_b, ce_b, g_b) = grads
+    assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    assert parts_b == pytest.approx(parts_a, rel=1e-5)
+    assert ce_b == pytest.approx(ce_a, rel=1e-4, abs=1e-5)  # every target token scored exactly as when padded
+    for a, b in zip(g_a, g_b):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)  # float sums in another order
+
+
+@pytest.mark.slow
+def test_a_packed_student_with_a_pruned_vocabulary_trains_and_answers(tiny_student, tmp_path, monkeypatch):
+    from utils.evaluation import evaluate_student
+    from utils.student import vocabulary_texts
+
+    monkeypatch.setenv("DSS_CACHE", str(tmp_path / "cache"))
+    path, tokenizer = tiny_student
+    test = _split(3).map(lambda ex: {"label": "( 977 * 4401 )"})  # a test answer no other text holds
+    data = DatasetDict({"train": _split(8), "test": test})
+    config = load_config("tiny", epochs=1.0, batch_size=8, pack_rows=True, prune_vocab=True)
+    texts = vocabulary_texts(data, tokenizer, config)
+    assert not any("977" in t for t in texts) and any(LABEL_PREFIX + test[0]["input"] in t for t in texts)
+    result = train_student(data, config, "dss", tmp_path / "out", init=str(path))
+    student = load_model(tmp_path / "out")
+    kept = json.loads((tmp_path / "out" / "vocab_map.json").read_text())["kept_ids"]
+    assert len(kept) == student.config.vocab_size < 2000 and result.target_tokens > 0
+    scored = evaluate_student(student, load_tokenizer(tmp_path / "out"), data["test"], "causal", "arith")
+    assert len(scored["predictions"]) == 3  # the pruned tokenizer and model answer end to end

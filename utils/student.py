@@ -51,6 +51,7 @@ from utils.prompting import (
     check_family,
     encode_source,
     encode_target,
+    format_prompt,
     rationale_with_answer,
 )
 
@@ -158,12 +159,19 @@ class MultiTaskCollator:
 
     Hand-written because ``DataCollatorForSeq2Seq`` pads on the tokenizer's ``padding_side``, which
     is left for generation-ready causal tokenizers; here training batches are always padded on the
-    right, whatever the tokenizer says, and the per-row task ids travel with the batch."""
+    right, whatever the tokenizer says, and the per-row task ids travel with the batch.
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    ``pack=True`` (causal rows only) lays the batch's rows end to end instead (see ``pack_rows``):
+    less compute on padding, and the same rows, targets and loss as the padded batch. Hand-written too: ``DataCollatorWithFlattening`` makes
+    one line of the whole batch (attention then costs its square) and drops the task ids.
+    """
+
+    def __init__(self, pad_id: int, pack: bool = False, pack_width: int = 0):
+        self.pad_id, self.pack, self.pack_width = pad_id, pack, pack_width
 
     def __call__(self, features: list[dict]) -> dict:
+        if self.pack:
+            return pack_rows(features, self.pad_id, self.pack_width)
         width = max(len(f["input_ids"]) for f in features)
         lab_width = max(len(f["labels"]) for f in features)
         ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
@@ -175,6 +183,58 @@ class MultiTaskCollator:
             labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                 "task": torch.tensor([f["task"] for f in features], dtype=torch.long)}
+
+
+def pack_rows(features: list[dict], pad_id: int, width: int = 0) -> dict:
+    """Causal rows packed end to end: lines of ``max(width, longest row)`` tokens, rows placed
+    longest first into the first line with room (first-fit decreasing), no row split.
+
+    The default width, the batch's longest row, never makes more positions than padding does and
+    keeps attention's cost (quadratic in the line) that of the padded batch; wider lines pack
+    tighter but pay for it in attention, since the kernel computes the masked blocks too.
+
+    Each row's ``position_ids`` restart at 0, and no ``attention_mask`` is returned: transformers
+    then reads the restarts as sequence boundaries and lets a token attend only within its own row
+    (``masking_utils.find_packed_sequence_indices``), so every row sees exactly what it sees when
+    padded. The last token of a row predicts the next row's first token, a prompt token whose label
+    is -100, so no loss crosses a boundary. ``token_task`` carries the task of every position (-1 on
+    the padding that ends a line), because a line now holds rows of both tasks.
+    """
+    cap = max(width, max(len(f["input_ids"]) for f in features))
+    lines: list[list[dict]] = []
+    room: list[int] = []
+    for f in sorted(features, key=lambda f: -len(f["input_ids"])):
+        n = len(f["input_ids"])
+        slot = next((i for i, free in enumerate(room) if free >= n), None)
+        if slot is None:
+            lines.append([])
+            room.append(cap)
+            slot = len(lines) - 1
+        lines[slot].append(f)
+        room[slot] -= n
+    length = max(cap - free for free in room)
+    ids = torch.full((len(lines), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(lines), length), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(lines), length), dtype=torch.long)
+    token_task = torch.full((len(lines), length), -1, dtype=torch.long)
+    for i, line in enumerate(lines):
+        at = 0
+        for f in line:
+            n = len(f["input_ids"])
+            ids[i, at : at + n] = torch.tensor(f["input_ids"])
+            labels[i, at : at + n] = torch.tensor(f["labels"])
+            positions[i, at : at + n] = torch.arange(n)
+            token_task[i, at : at + n] = f["task"]
+            at += n
+        positions[i, at:] = torch.arange(length - at)  # the line's padding: a segment of its own, never learned
+    return {"input_ids": ids, "position_ids": positions, "labels": labels, "token_task": token_task,
+            "task": torch.tensor([f["task"] for f in features], dtype=torch.long)}
+
+
+def make_collator(config, tokenizer) -> MultiTaskCollator:
+    """The collator ``train_student`` uses for ``config``: packed rows for causal students when
+    ``config.pack_rows`` is set (see ``pack_rows``), else padded rows."""
+    return MultiTaskCollator(tokenizer.pad_token_id, pack=bool(config.pack_rows) and config.student_family == "causal")
 
 
 def unwrap_model(model):
@@ -193,8 +253,13 @@ def token_losses(model, batch: dict, family: str) -> tuple[torch.Tensor, torch.T
 
     For causal models the LM head runs only on positions whose next token is a target: the
     vocabulary projection is the largest matrix of a small LM, and prompt positions need none.
-    ``model`` may be wrapped (DDP, PEFT): the forward pass always goes through the wrapper, so
-    DDP synchronises gradients and LoRA adapters take part.
+    A packed causal batch (``pack_rows``) carries ``position_ids`` and ``token_task`` instead of an
+    attention mask. For seq2seq models the encoder runs once over all rows and the decoder once per
+    task, each on its own rows cut to their longest target: a label target is a few tokens, a
+    rationale a hundred, and one decoder pass over both would spend most of the label rows' compute
+    on padding. ``model`` may be wrapped (DDP, PEFT): the causal forward pass always goes through the
+    wrapper, so DDP synchronises gradients and LoRA adapters take part; under DDP the seq2seq pass
+    is the single padded one, since calling the encoder alone would bypass DDP's hooks.
     """
     check_family(family)
     labels, task = batch["labels"], batch["task"]
@@ -203,19 +268,37 @@ def token_losses(model, batch: dict, family: str) -> tuple[torch.Tensor, torch.T
         keep = targets != IGNORE
         # A boolean `logits_to_keep` makes transformers apply the LM head to those positions only.
         positions = torch.cat([keep, keep.new_zeros((keep.shape[0], 1))], dim=1)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       logits_to_keep=positions).logits
+        if "token_task" in batch:  # packed: the restarts of position_ids separate the rows
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                           logits_to_keep=positions).logits
+            token_task = batch["token_task"][:, 1:][keep]
+        else:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           logits_to_keep=positions).logits
+            token_task = task[:, None].expand_as(targets)[keep]
         if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep returns every position
             logits = logits[:, :-1][keep]
-        token_task = task[:, None].expand_as(targets)[keep]
         return torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none"), token_task
     core = unwrap_model(model)
     decoder_labels = labels.masked_fill(labels == IGNORE, core.config.pad_token_id)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                decoder_input_ids=core.prepare_decoder_input_ids_from_labels(labels=decoder_labels))
+    decoder_ids = core.prepare_decoder_input_ids_from_labels(labels=decoder_labels)
     keep = labels != IGNORE
-    token_task = task[:, None].expand_as(labels)[keep]
-    return torch.nn.functional.cross_entropy(out.logits[keep].float(), labels[keep], reduction="none"), token_task
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel) or task.unique().numel() < 2:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_ids)
+        token_task = task[:, None].expand_as(labels)[keep]
+        return torch.nn.functional.cross_entropy(out.logits[keep].float(), labels[keep], reduction="none"), token_task
+    encoded = core.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    losses, tasks = [], []
+    for task_id in task.unique(sorted=True).tolist():
+        rows = task == task_id
+        width = int(keep[rows].sum(1).max())
+        out = model(encoder_outputs=(encoded.last_hidden_state[rows],), attention_mask=batch["attention_mask"][rows],
+                    decoder_input_ids=decoder_ids[rows][:, :width])
+        sel = keep[rows][:, :width]
+        losses.append(torch.nn.functional.cross_entropy(out.logits[sel].float(), labels[rows][:, :width][sel],
+                                                        reduction="none"))
+        tasks.append(torch.full((losses[-1].numel(),), task_id, dtype=torch.long, device=labels.device))
+    return torch.cat(losses), torch.cat(tasks)
 
 
 def multitask_loss(ce: torch.Tensor, token_task: torch.Tensor, alpha: float) -> tuple[torch.Tensor, dict]:
@@ -456,20 +539,74 @@ def merge_lora(model):
     return model.merge_and_unload() if callable(getattr(model, "merge_and_unload", None)) else model
 
 
-def prepare_student_init(config) -> str:
+def prepare_student_init(config, dataset=None) -> str:
     """The checkpoint a student starts from: a layer subset of ``student_model`` when
-    ``student_layers`` is set (causal students), else ``student_model`` itself."""
+    ``student_layers`` is set (causal students), else ``student_model`` itself; with
+    ``config.prune_vocab`` and a ``dataset``, that checkpoint with its vocabulary cut to the
+    dataset's tokens (``prune_student_vocab``)."""
     from filelock import FileLock
 
     from utils.models import cache_dir, make_layer_subset_student
 
+    source = str(config.student_model)
     if config.student_family == "causal" and config.student_layers:
-        safe = str(config.student_model).strip("/").replace("/", "--")
+        safe = source.strip("/").replace("/", "--")
         out = cache_dir() / "students" / f"{safe}-{config.student_layers}layers"
         out.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(out) + ".lock"):  # several processes (torchrun) may ask at once; one builds it
-            return str(make_layer_subset_student(config.student_model, config.student_layers, out))
-    return str(config.student_model)
+            source = str(make_layer_subset_student(config.student_model, config.student_layers, out))
+    if config.prune_vocab and dataset is not None:
+        source = prune_student_vocab(source, dataset, config)
+    return source
+
+
+def vocabulary_texts(dataset, tokenizer, config) -> list[str]:
+    """Every text a student of ``config`` reads or learns for ``dataset``: the prompts of both tasks
+    in every split, formatted as the student sees them, and the targets of every mode in the splits
+    it learns from. Test targets are left out: a vocabulary cut to the test answers' tokens would
+    already know something about them."""
+    texts = [LABEL_PREFIX, RATIONALE_PREFIX, LTR_SEPARATOR]
+    chat = config.chat_template
+    for name in dataset:
+        split = dataset[name]
+        for prefix in (LABEL_PREFIX, RATIONALE_PREFIX):
+            texts += [format_prompt(tokenizer, prefix + text, "causal", chat) for text in split["input"]]
+        if name == "test":
+            continue
+        for mode in MODES:
+            try:
+                rows = build_rows(split, mode, config.label_source, config.rationale_answer, config.task)
+            except (ValueError, KeyError):  # a mode this split cannot train (no rationales, no teacher labels)
+                continue
+            texts += [row["target"] for row in rows]
+    return texts
+
+
+def prune_student_vocab(source: str, dataset, config) -> str:
+    """``source`` with its vocabulary cut to ``vocabulary_texts`` (``utils.vocab.prune_vocabulary``),
+    built once per source and token set under the cache folder; the logits at the kept tokens are the
+    unpruned model's. Causal students with a byte-level BPE tokenizer (SmolLM2, GPT-2, Llama 3; others
+    raise a ValueError); seq2seq students come back unchanged."""
+    import hashlib
+
+    from filelock import FileLock
+
+    from utils.models import cache_dir, load_tokenizer
+    from utils.vocab import kept_token_ids, prune_vocabulary
+
+    if (Path(source) / "vocab_map.json").exists() or config.student_family != "causal":
+        return source  # pruned already, or a seq2seq student (its SentencePiece vocabulary is left whole)
+    tokenizer = load_tokenizer(source)
+    texts = vocabulary_texts(dataset, tokenizer, config)
+    kept = kept_token_ids(tokenizer, texts)
+    key = hashlib.sha256(json.dumps([str(source), kept]).encode()).hexdigest()[:12]
+    safe = Path(str(source).rstrip("/")).name
+    out = cache_dir() / "students" / f"{safe}-vocab{len(kept)}-{key}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not (out / "vocab_map.json").exists():
+            prune_vocabulary(source, texts, out)
+    return str(out)
 
 
 def _complete_checkpoint(path: Path) -> bool:
@@ -554,6 +691,9 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
     checkpoint_dir = output_dir / "checkpoints"
     seed_everything(config.seed)
     source = init or prepare_student_init(config)
+    if config.prune_vocab and model is None:
+        source = prune_student_vocab(source, dataset, config)
+        tokenizer = None  # the pruned checkpoint's own
     tokenizer = tokenizer or load_tokenizer(source)  # an unknown model name raises OSError here, with a hint
     model = model or load_model(source, family)
     if lora:
@@ -582,7 +722,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
     args = training_arguments(config, output_dir, len(features), has_eval=eval_features is not None)
     trainer = MultiTaskTrainer(model=model, args=args, train_dataset=Dataset.from_list(features),
                                eval_dataset=Dataset.from_list(eval_features) if eval_features else None,
-                               data_collator=MultiTaskCollator(tokenizer.pad_token_id),
+                               data_collator=make_collator(config, tokenizer),
                                alpha=config.alpha if mode == "dss" else 1.0, family=family)
     if eval_features is not None and config.select_by == "accuracy":
         trainer.score_validation_accuracy(dataset["validation"], tokenizer, config.task, config.max_source_length,
@@ -615,6 +755,8 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
         output_dir.mkdir(parents=True, exist_ok=True)
         final.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
+        if (Path(source) / "vocab_map.json").exists():  # a pruned vocabulary: which original ids it kept
+            shutil.copyfile(Path(source) / "vocab_map.json", output_dir / "vocab_map.json")
         meta = {"mode": mode, "family": family, "alpha": config.alpha, "label_prefix": LABEL_PREFIX,
                 "rationale_prefix": RATIONALE_PREFIX, "task": config.task, "source_model": str(source),
                 "base_model": origin_model_id(config.student_model), "student_layers": config.student_layers,

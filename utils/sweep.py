@@ -165,7 +165,7 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                 cell_dir.mkdir(parents=True, exist_ok=True)
                 cfg = cell_config(config, variant, seed)
                 data = subsample(datasets[variant.dataset], fraction, seed)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 given = (trained or {}).get((variant.name, fraction, seed))
                 model_dir = Path(given) if given else cell_dir / "model"
                 train_info = {}
@@ -206,7 +206,10 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                         "machine": machine_info(),
                         "n_rationales": sum(1 for r in data["train"]["rationale"] if r),
                         "parameters": count_parameters(model), "model": str(model_dir) if given or keep_models else None,
-                        "results": results, "seconds": time.perf_counter() - start, **train_info,
+                        "results": results, "seconds": time.perf_counter() - start,
+                        # CPU time of this process, all threads: unlike wall seconds, not inflated by a
+                        # paused process or (much) by other jobs sharing the cores
+                        "cpu_seconds": time.process_time() - cpu_start, **train_info,
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 del model
                 _write_json(cell_dir / "cell.json", cell)
