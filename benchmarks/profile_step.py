@@ -343,13 +343,10 @@ def print_student(name: str, model, config, stats: dict, batches: list[dict], ge
         + (
             f"; with pack_rows=True: {100 * stats['pad_packed_profiled']:.1f}% and {100 * stats['pad_packed_epoch']:.1f}%."
             if "pad_packed_epoch" in stats
-            else " (RunConfig has no pack_rows: no packed figure)."
+            else "."
         )
     )
-    if getattr(config, "prune_vocab", False) and name in STUDENTS:
-        print(
-            "Note: the config sets prune_vocab, but this profiles the unpruned checkpoint; pass a pruned one's folder."
-        )
+    print(f"Vocabulary: {stats['vocab']:,} tokens ({'pruned to the data, prune_vocab' if stats['vocab'] < 49152 else 'whole'}).")
     if "op_table" in stats:
         print(f"\ntorch.profiler, one more step, top operators by self time:\n\n```\n{stats['op_table']}\n```")
 

@@ -136,7 +136,7 @@ def test_lora_checkpoint_is_exported_merged(run, tmp_path):
 
     out = export_student(adapter_dir, tmp_path / "lora-export")
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").exists()
-    ids = torch.tensor([[75, 5072, 77, 216, 33, 34]])
+    ids = load_tokenizer(base)("[label] Tom has 2 apples.", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         expected = peft_model.merge_and_unload()(ids).logits
         got = load_model(out)(ids).logits

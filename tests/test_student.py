@@ -116,6 +116,7 @@ def test_short_training_lowers_both_losses_and_reloads(tiny_student, tmp_path):
 
     trained = load_model(tmp_path / "out")
     again = load_model(tmp_path / "out")
+    tokenizer = load_tokenizer(tmp_path / "out")  # tiny prunes the vocabulary: the student's own tokenizer
     inputs = list(data["train"]["input"][:2])
     assert generate_predictions(trained, tokenizer, inputs, "causal", max_new_tokens=8) == \
         generate_predictions(again, tokenizer, inputs, "causal", max_new_tokens=8)
@@ -300,7 +301,7 @@ def test_lora_trains_and_merges_into_a_plain_checkpoint(tiny_student, tmp_path):
     path, tokenizer = tiny_student
     data = DatasetDict({"train": _split(8)})
     config = load_config("tiny", epochs=2.0, batch_size=8, learning_rate=1e-2,
-                         lora=True, keep_checkpoints=True)
+                         lora=True, keep_checkpoints=True, prune_vocab=False)  # adapters on the fixture's base
     result = train_student(data, config, "dss", tmp_path / "out", init=str(path))
     out = tmp_path / "out"
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").exists()
@@ -550,3 +551,27 @@ def test_a_packed_student_with_a_pruned_vocabulary_trains_and_answers(tiny_stude
     assert len(kept) == student.config.vocab_size < 2000 and result.target_tokens > 0
     scored = evaluate_student(student, load_tokenizer(tmp_path / "out"), data["test"], "causal", "arith")
     assert len(scored["predictions"]) == 3  # the pruned tokenizer and model answer end to end
+
+
+@pytest.mark.slow
+def test_seq2seq_lm_head_runs_on_target_positions_only_and_leaves_no_hook(tiny_t5):
+    path, tokenizer = tiny_t5
+    model = load_model(path, "seq2seq").eval()
+    head = model.get_output_embeddings()
+    seen = []
+    probe = head.register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape)))
+    for mode in ("standard", "dss"):
+        batch = MultiTaskCollator(tokenizer.pad_token_id)(tokenize_rows(build_rows(_split(4), mode), tokenizer,
+                                                                        "seq2seq", 64, 32))
+        seen.clear()
+        with torch.no_grad():
+            ce, _ = token_losses(model, batch, "seq2seq")
+        assert sum(shape[0] for shape in seen) == int((batch["labels"] != IGNORE).sum()) == ce.numel()
+        assert all(len(shape) == 2 for shape in seen)  # (target positions, vocabulary): no padding, no batch axis
+        with torch.no_grad():
+            own = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        labels=batch["labels"]).loss  # full logits, the model's own mean loss
+        if mode == "standard":
+            assert ce.mean().item() == pytest.approx(own.item(), rel=1e-5)
+    probe.remove()
+    assert not head._forward_pre_hooks  # the target-position hook is gone after every pass

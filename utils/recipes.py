@@ -327,7 +327,10 @@ def cv_summary(run_dir: str | Path, task: str, variants: list[str], k: int, base
                         "folds": per_fold[name],
                         "best_epochs": {str(i): by_fold[i][name].get("best_epoch") for i in by_fold},
                         "train_seconds": sum(c.get("train_seconds") or 0 for c in cells),
-                        "cell_seconds": sum(c.get("seconds") or 0 for c in cells)})
+                        "cell_seconds": sum(c.get("seconds") or 0 for c in cells),
+                        # process CPU time, recorded by cells trained from 2026-11-30 on (sweep.py)
+                        "cpu_seconds": sum(c.get("cpu_seconds") or 0 for c in cells),
+                        "cpu_cells": sum(1 for c in cells if c.get("cpu_seconds") is not None)})
     base = {i: r["correct"] for i, r in pooled.get(baseline, {}).items()}
     for name in variants:
         if name == baseline or not base:

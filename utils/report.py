@@ -346,10 +346,11 @@ def markdown_cv(name: str, section: dict) -> str:
     lines = [f"#### {name}: {section['design']} ({len(folds)} of {section['k']} folds finished)", ""]
     rows = [[r["variant"], r["n"], _pct(r["accuracy"]), _ci(r["ci95"]),
              " / ".join(_pct(r["folds"].get(str(f), r["folds"].get(f))) for f in folds),
-             " / ".join(str(r["best_epochs"].get(str(f))) for f in folds), _num(r["train_seconds"], 0)]
+             " / ".join(str(r["best_epochs"].get(str(f))) for f in folds), _num(r["train_seconds"], 0),
+             f"{_num(r['cpu_seconds'], 0)} ({r['cpu_cells']} of {len(folds)} cells)" if r.get("cpu_cells") else "not recorded"]
             for r in section["summary"]]
     lines.append(_table(["variant", "items", "accuracy %", "95% CI", "per fold %", "best epoch per fold",
-                         "train s"], rows))
+                         "train s (wall)", "CPU s, all threads"], rows))
     if section["comparisons"]:
         lines += ["", _table(["variant - baseline", "difference (points)", "95% CI (paired bootstrap)",
                               "McNemar b / c", "p (exact)", "p (Holm)", "detectable at 80% power"],

@@ -284,21 +284,37 @@ def token_losses(model, batch: dict, family: str) -> tuple[torch.Tensor, torch.T
     decoder_ids = core.prepare_decoder_input_ids_from_labels(labels=decoder_labels)
     keep = labels != IGNORE
     if isinstance(model, torch.nn.parallel.DistributedDataParallel) or task.unique().numel() < 2:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_ids)
+        logits = _target_logits(model, core, keep, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                decoder_input_ids=decoder_ids)
         token_task = task[:, None].expand_as(labels)[keep]
-        return torch.nn.functional.cross_entropy(out.logits[keep].float(), labels[keep], reduction="none"), token_task
+        return torch.nn.functional.cross_entropy(logits.float(), labels[keep], reduction="none"), token_task
     encoded = core.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     losses, tasks = [], []
     for task_id in task.unique(sorted=True).tolist():
         rows = task == task_id
         width = int(keep[rows].sum(1).max())
-        out = model(encoder_outputs=(encoded.last_hidden_state[rows],), attention_mask=batch["attention_mask"][rows],
-                    decoder_input_ids=decoder_ids[rows][:, :width])
         sel = keep[rows][:, :width]
-        losses.append(torch.nn.functional.cross_entropy(out.logits[sel].float(), labels[rows][:, :width][sel],
-                                                        reduction="none"))
+        logits = _target_logits(model, core, sel, encoder_outputs=(encoded.last_hidden_state[rows],),
+                                attention_mask=batch["attention_mask"][rows], decoder_input_ids=decoder_ids[rows][:, :width])
+        losses.append(torch.nn.functional.cross_entropy(logits.float(), labels[rows][:, :width][sel], reduction="none"))
         tasks.append(torch.full((losses[-1].numel(),), task_id, dtype=torch.long, device=labels.device))
     return torch.cat(losses), torch.cat(tasks)
+
+
+def _target_logits(model, core, keep: torch.Tensor, **inputs) -> torch.Tensor:
+    """A seq2seq forward pass whose LM head runs on the target positions ``keep`` only, as
+    ``logits_to_keep`` does for causal models (seq2seq models in transformers have no such argument).
+
+    A forward pre-hook on the output embedding hands it just those positions' hidden states; the
+    model code around it (T5's rescaling before the head, a bias added after) is unchanged. A model
+    that reshapes the logits afterwards is noticed by their shape and indexed the usual way."""
+    head = core.get_output_embeddings()
+    hook = head.register_forward_pre_hook(lambda module, args: (args[0][keep], *args[1:]))
+    try:
+        logits = model(**inputs).logits
+    finally:
+        hook.remove()
+    return logits if logits.dim() == 2 else logits[keep]
 
 
 def multitask_loss(ce: torch.Tensor, token_task: torch.Tensor, alpha: float) -> tuple[torch.Tensor, dict]:

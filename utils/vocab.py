@@ -265,9 +265,10 @@ def prune_vocabulary(
     Raises ValueError for a tokenizer that is not byte-level BPE or a model without an embedding.
     """
     from utils.config import atomic_write_json, atomic_write_text
-    from utils.models import load_model, load_tokenizer
+    from utils.models import load_model, load_tokenizer, resolve_model
 
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    # a bundled name becomes its converted folder; a hub id stays an id (no local files to copy)
+    model_dir, out_dir = Path(resolve_model(model_dir)), Path(out_dir)
     tokenizer = load_tokenizer(model_dir)
     data = _bpe_json(tokenizer)  # before loading the model: a T5 student fails fast
     model = load_model(model_dir, "causal")
@@ -286,9 +287,12 @@ def prune_vocabulary(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.save_pretrained(tmp)
-        _copy_extra_files(model_dir, tmp)
+        if model_dir.is_dir():
+            _copy_extra_files(model_dir, tmp)
+        tokenizer.save_pretrained(tmp / "original-tokenizer")  # its tokenizer_config.json, wherever it came from
+        tokenizer_config = _pruned_tokenizer_config(tmp / "original-tokenizer", new_id)
+        shutil.rmtree(tmp / "original-tokenizer")
         atomic_write_text(tmp / "tokenizer.json", json.dumps(tokenizer_json, ensure_ascii=False))
-        tokenizer_config = _pruned_tokenizer_config(model_dir, new_id)
         if tokenizer_config is not None:
             atomic_write_json(tmp / "tokenizer_config.json", tokenizer_config, ensure_ascii=False)
         atomic_write_json(
