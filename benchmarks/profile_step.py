@@ -22,8 +22,7 @@ cut by hooks, which add no work:
   Trainer's settings), `zero_grad`.
 
 Padding share: the fraction of the collated `input_ids` positions that are padding, for the
-profiled batches and for the whole epoch; with `pack_rows` (when `RunConfig` has it) the same for
-the packing collator.
+profiled batches and for the whole epoch, padded and with `pack_rows`.
 
 The evaluation batch: `utils.evaluation.generate_predictions` on `--eval-rows` test inputs (the
 `[label]` prompt, greedy, stopping at the end of the first line), timed by forward hooks on the
@@ -315,7 +314,7 @@ def print_student(name: str, model, config, stats: dict, batches: list[dict], ge
     shape = statistics.median_low(tuple(b["batch"]["input_ids"].shape) for b in batches)
     print(
         f"\n### {name}: {what}, {model.config.num_hidden_layers} layers, {params / 1e6:.1f}M parameters, "
-        f"{stats['precision']}, batch {config.batch_size} rows, {'packed' if getattr(config, 'pack_rows', False) else 'padded'}\n"
+        f"{stats['precision']}, batch {config.batch_size} rows, {'packed' if config.pack_rows else 'padded'}\n"
     )
     print(
         f"Median over {args.steps} steps (consecutive batches after {args.warmup} warm-up): "
@@ -339,12 +338,8 @@ def print_student(name: str, model, config, stats: dict, batches: list[dict], ge
     )
     print(
         f"Padding share of the collated input_ids, padded rows: {100 * stats['pad_profiled']:.1f}% in the profiled batches, "
-        f"{100 * stats['pad_epoch']:.1f}% over the epoch"
-        + (
-            f"; with pack_rows=True: {100 * stats['pad_packed_profiled']:.1f}% and {100 * stats['pad_packed_epoch']:.1f}%."
-            if "pad_packed_epoch" in stats
-            else "."
-        )
+        f"{100 * stats['pad_epoch']:.1f}% over the epoch; with pack_rows=True: "
+        f"{100 * stats['pad_packed_profiled']:.1f}% and {100 * stats['pad_packed_epoch']:.1f}%."
     )
     print(f"Vocabulary: {stats['vocab']:,} tokens ({'pruned to the data, prune_vocab' if stats['vocab'] < 49152 else 'whole'}).")
     if "op_table" in stats:
@@ -394,7 +389,7 @@ def main() -> None:
     from datasets import load_from_disk
     from trainer_throughput import build_data, causal_init, parse_sets
 
-    from utils.config import RunConfig, load_config, pick_device
+    from utils.config import load_config, pick_device
     from utils.loaders import select_examples
     from utils.models import count_parameters, load_model, load_tokenizer
     from utils.student import build_rows, make_collator, order_rows, tokenize_rows
@@ -405,7 +400,6 @@ def main() -> None:
     train = load_from_disk(data)["train"]
     base = load_config("tiny")
     test_inputs = [ex["input"] for ex in select_examples(base.task, "test", args.eval_rows, base.max_ops)]
-    has_packing = "pack_rows" in {f.name for f in dataclasses.fields(RunConfig)}
     marks = Marks(torch.cuda.is_available())
     print(machine_header())
     print(f"Command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
@@ -437,15 +431,14 @@ def main() -> None:
         measured = [(s % n_batches) for s in range(args.warmup, args.warmup + args.steps)]
         configured = collate_all(features, make_collator(config, tokenizer), config.batch_size)
         profiled = [configured[i] for i in measured]
-        plain = dataclasses.replace(config, pack_rows=False) if has_packing else config
-        padded = collate_all(features, make_collator(plain, tokenizer), config.batch_size)
+        padded = collate_all(features, make_collator(dataclasses.replace(config, pack_rows=False), tokenizer),
+                             config.batch_size)
         stats["pad_profiled"] = padding_share([padded[i] for i in measured])
         stats["pad_epoch"] = padding_share(padded)
-        if has_packing:
-            packer = make_collator(dataclasses.replace(config, pack_rows=True), tokenizer)
-            packed = collate_all(features, packer, config.batch_size)
-            stats["pad_packed_profiled"] = padding_share([packed[i] for i in measured])
-            stats["pad_packed_epoch"] = padding_share(packed)
+        packer = make_collator(dataclasses.replace(config, pack_rows=True), tokenizer)
+        packed = collate_all(features, packer, config.batch_size)
+        stats["pad_packed_profiled"] = padding_share([packed[i] for i in measured])
+        stats["pad_packed_epoch"] = padding_share(packed)
         print_student(name, model, config, stats, profiled, gen, args)
         del model
 

@@ -300,8 +300,8 @@ def run_variant(spec: dict) -> dict:
         "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "device": pick_device(verbose=False),
         "precision": "bf16 autocast" if args.bf16 else "fp32",
-        "packed": ours and family == "causal" and bool(getattr(config, "pack_rows", False)),
-        "prune_vocab": bool(getattr(config, "prune_vocab", False)),
+        "packed": ours and family == "causal" and config.pack_rows,
+        "prune_vocab": config.prune_vocab,
         "threads": torch.get_num_threads(),
         "final_loss": trainer.state.log_history[-1].get("train_loss"),
     }
