@@ -113,13 +113,30 @@ def test_the_student_can_be_swapped_from_the_parameters_cell(name):
     assert (config.alpha, config.lora, config.bf16) == (0.2, None, False)
 
 
-def test_the_sweep_runs_three_seeds_by_default_and_the_demo_one():
+def test_the_sweep_runs_the_full_grid_by_default_and_the_demo_a_smaller_one_it_names():
     import papermill
+
+    from utils.__main__ import check_params
 
     params = papermill.inspect_notebook(str(NB_DIR / "04_eval_vs_teacher.ipynb"))
     assert params["SWEEP_SEEDS"]["default"] == "3"
-    assert DEMO_PARAMETERS == {"SWEEP_SEEDS": 1}
-    assert "Budget." in "\n".join(c.source for c in read("04_eval_vs_teacher").cells)
+    assert params["SWEEP_FRACTIONS"]["default"] == "[0.25, 0.5, 1.0]"
+    assert DEMO_PARAMETERS == {"SWEEP_FRACTIONS": [0.25, 1.0], "SWEEP_SEEDS": 1, "COST_EXAMPLES": 4}
+    check_params(DEMO_PARAMETERS)  # every one is declared by a notebook
+    text04 = "\n".join(c.source for c in read("04_eval_vs_teacher").cells)
+    assert "Budget." in text04 and "SWEEP_FRACTIONS = [0.25, 1.0]" in text04 and "demo_reference" in text04
+    assert "COST_EXAMPLES = 4" in "\n".join(c.source for c in read("05_deploy").cells)
+
+
+def test_the_committed_demo_reference_holds_the_full_grid():
+    from utils.report import load_report, verify_predictions
+
+    reference = REPO / "data" / "results" / "demo_reference"
+    cells = load_report(reference)["evaluation"]["sweep"]["cells"]
+    grid = {(c["variant"], c["fraction"], c["seed"]) for c in cells}
+    assert grid == {(m, f, s) for m in ("standard", "distill", "dss") for f in (0.25, 0.5, 1.0)
+                    for s in (123, 124, 125)}
+    assert verify_predictions(reference) == []
 
 
 def test_notebook_05_ships_the_recommendation_and_records_the_refusal():

@@ -165,12 +165,7 @@ def make_layer_subset_student(source: str, n_layers: int, out_dir: str | Path) -
     model.config.num_hidden_layers = len(keep)
     if getattr(model.config, "layer_types", None):
         model.config.layer_types = [model.config.layer_types[i] for i in keep]
-    tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    load_tokenizer(source).save_pretrained(tmp)
-    os.replace(tmp, out_dir)
-    return out_dir
+    return save_checkpoint(model, load_tokenizer(source), out_dir)
 
 
 def make_t5_student(corpus: list[str], out_dir: str | Path, d_model: int = 256, n_layers: int = 3,
@@ -196,7 +191,14 @@ def make_t5_student(corpus: list[str], out_dir: str | Path, d_model: int = 256, 
                       num_layers=n_layers, num_decoder_layers=n_layers, num_heads=n_heads, pad_token_id=0,
                       eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=True)
     torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(config)
+    return save_checkpoint(T5ForConditionalGeneration(config), tokenizer, out_dir)
+
+
+def save_checkpoint(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save ``model`` and ``tokenizer`` to ``out_dir`` whole or not at all: written to a sibling
+    folder first, then renamed into place, so an interrupted save leaves no half checkpoint that a
+    later "already built" check would take for a finished one."""
+    out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

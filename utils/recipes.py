@@ -487,10 +487,12 @@ def cv_candidates(paper_root: str | Path, run_dir: str | Path, task: str = "svam
     return cells
 
 
-def publish_study(run_dir: str | Path, dest: str | Path) -> int:
+def publish_study(run_dir: str | Path, dest: str | Path, skip_dirs: tuple[str, ...] = ()) -> int:
     """Copy a study's run folder to ``dest`` (e.g. ``data/results/<name>``) without model weights
     and without the problem texts (the authors' data): ``report.json``, ``config.json``, figures,
-    and every finished cell's ``cell.json`` and predictions (``input`` dropped). Returns the cells copied."""
+    and every finished cell's ``cell.json`` and predictions (``input`` dropped). Top-level folders
+    named in ``skip_dirs`` are left out too (a demo run's ``student``, ``export``, ...). Returns
+    the cells copied."""
     import shutil
 
     from utils.config import atomic_write_text
@@ -499,7 +501,7 @@ def publish_study(run_dir: str | Path, dest: str | Path) -> int:
     copied = 0
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
-        if path.is_dir() or any(part in ("model", "checkpoints") for part in rel.parts):
+        if path.is_dir() or any(part in ("model", "checkpoints") for part in rel.parts) or rel.parts[0] in skip_dirs:
             continue
         target = dest / rel
         if path.suffix == ".jsonl" and path.name.startswith(("predictions_", "teacher_")):
