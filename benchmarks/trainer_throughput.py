@@ -16,8 +16,8 @@ pruned to the data's tokens (`prune_vocab`), which is what `train_student` train
 profile. Ours collates through `utils.student.make_collator(config, tokenizer)`; the paper's loop
 gets the plain padding `MultiTaskCollator`, since it splits each batch by task. `--variants`
 picks rows (e.g. `paper,ours+pack+prune`); one more row runs only when named there,
-`ours+pack+prune+compile`: the same with `torch.compile` (the Trainer's `torch_compile`, inductor,
-which needs a C++ compiler), its compilation inside the warm-up steps (use `--warmup 5` or more: a
+`ours+pack+prune+compile`: the same with `torch.compile` (`torch_compile`, passed to the Trainer;
+inductor, which needs a C++ compiler), its compilation inside the warm-up steps (use `--warmup 5` or more: a
 new row length recompiles once for dynamic shapes).
 
 Runs: `--runs` runs of each trainer, interleaved (every row once, then again, ...) so a drift of the
@@ -90,14 +90,13 @@ VARIANTS = {
         ("ours", "ours", {"pack_rows": False}, False),
         ("ours+pack", "ours", {"pack_rows": True}, False),
         ("ours+pack+prune", "ours", {"pack_rows": True}, True),
-        # torch.compile (the Trainer's `torch_compile`, inductor), run only when named in --variants:
+        # torch.compile (`RunConfig.torch_compile`, inductor), run only when named in --variants:
         # its compile time (a minute or more on 2 cores) falls in the warm-up steps.
         ("ours+pack+prune+compile", "ours", {"pack_rows": True, "torch_compile": True}, True),
     ],
     "seq2seq": [("paper", "paper", {}, False), ("ours", "ours", {}, False)],
 }
 ON_REQUEST = {"ours+pack+prune+compile"}  # rows left out unless --variants names them
-TRAINING_OVERRIDES = ("torch_compile",)  # VARIANTS keys for `TrainingArguments`, not `RunConfig`
 STATS = "_benchmark_counts"  # the key the counting collator adds to a batch; popped before the model sees it
 GOALS = {"causal": 1.5, "seq2seq": 1.2}  # the required speed-up of ours over the paper's loop
 # The shape of google/t5-v1_1-small (and flan-t5-small, the same architecture): the seq2seq student of
@@ -321,9 +320,7 @@ def run_variant(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     family = spec["family"]
     bf16 = True if spec["bf16"] else None  # else the trainer's default (bf16 where it is fast)
-    sets = {k: v for k, v in spec["set"].items() if k not in TRAINING_OVERRIDES}
-    training = {k: v for k, v in spec["set"].items() if k in TRAINING_OVERRIDES}
-    config = load_config("tiny", student_family=family, batch_size=spec["batch_size"], bf16=bf16, **sets)
+    config = load_config("tiny", student_family=family, batch_size=spec["batch_size"], bf16=bf16, **spec["set"])
     tokenizer = load_tokenizer(spec["init"])
     model = load_model(spec["init"], family)
     params = flop_parameters(model, family)
@@ -340,7 +337,6 @@ def run_variant(spec: dict) -> dict:
         save_strategy="no",
         logging_steps=10**6,
         disable_tqdm=True,
-        **training,
     )
     window = {}
 

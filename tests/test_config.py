@@ -54,6 +54,7 @@ def test_overrides_apply():
         ({"modes": ("dss", "magic")}, "Valid modes: standard, distill, dss"),
         ({"alpha": 1.5}, "alpha must lie in [0, 1]"),
         ({"not_a_field": 1}, "Unknown config field"),
+        ({"torch_compile": "yes"}, "torch_compile must be True or False"),
     ],
 )
 def test_bad_values_name_the_valid_choices(kwargs, message):

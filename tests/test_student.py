@@ -575,3 +575,12 @@ def test_seq2seq_lm_head_runs_on_target_positions_only_and_leaves_no_hook(tiny_t
             assert ce.mean().item() == pytest.approx(own.item(), rel=1e-5)
     probe.remove()
     assert not head._forward_pre_hooks  # the target-position hook is gone after every pass
+
+
+def test_torch_compile_is_off_unless_asked_and_reaches_the_trainer(tmp_path):
+    from utils.config import PROFILES, load_config
+    from utils.student import training_arguments
+
+    assert all(not settings.get("torch_compile") for settings in PROFILES.values())  # no profile compiles
+    assert training_arguments(load_config("tiny"), tmp_path, 32).torch_compile is False
+    assert training_arguments(load_config("tiny", torch_compile=True), tmp_path, 32).torch_compile is True

@@ -511,6 +511,7 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
         dataloader_num_workers=0,
         disable_tqdm=False,  # the progress bar shows steps, rate and time left
         seed=config.seed,
+        torch_compile=config.torch_compile,  # off by default: on 2 cores it pays only over long runs
         **schedule,
     )
     return TrainingArguments(**{**kwargs, **overrides})
