@@ -91,6 +91,7 @@ def test_sweep_resumes_after_a_kill_and_skips_finished_cells(tmp_path):
     cells = load_cells(run / "sweep")
     assert {(c["variant"], c["fraction"]) for c in cells} == {(m, f) for m in ("standard", "dss") for f in (0.5, 1.0)}
     assert {c["n_train"] for c in cells} == {4, 8}
+    assert all(c["resumed_from"] is None for c in cells), "no checkpoints here (save_steps 0): nothing resumed"
     assert not list(run.glob("sweep/cells/*/*/model")), "weights are removed once a cell is scored"
     # the report: schema, recomputable accuracies, Markdown
     (run / "config.json").write_text(json.dumps({"profile": "tiny", "task": "arith"}))

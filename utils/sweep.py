@@ -183,6 +183,8 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                                   "selected_by": "accuracy" if by_accuracy else "loss",
                                   "epochs_trained": max((h.get("epoch") or 0 for h in result.log_history), default=None),
                                   "best_epoch": best.get("epoch") if best else None,
+                                  # a cell resumed from a checkpoint: its seconds cover the resumed part only
+                                  "resumed_from": result.resumed_from,
                                   "train_losses": [(h.get("epoch"), h["loss"]) for h in result.log_history if "loss" in h]}
                 model = load_model(model_dir, cfg.student_family).to(pick_device(verbose=False))
                 tokenizer = load_tokenizer(model_dir)
