@@ -157,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"published {run_dir} to {args.publish}")
     elif args.command == "run":
         run_dir = resolve_run_dir(args.run_dir)
-        check_params(parse_params(args.param))
+        params = {"PROFILE": args.profile, **parse_params(args.param)}
+        check_params(params)
         for notebook in args.notebook:
-            seconds = run_notebook(notebook, run_dir, {"PROFILE": args.profile, **parse_params(args.param)})
+            seconds = run_notebook(notebook, run_dir, params)
             name = next(n for n in NOTEBOOKS if n == notebook or n.startswith(notebook))
             report_path = run_dir / "report.json"
             timings = json.loads(report_path.read_text()).get("timings", {}) if report_path.exists() else {}
