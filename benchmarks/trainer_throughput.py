@@ -20,6 +20,12 @@ picks rows (e.g. `paper,ours+pack+prune`); one more row runs only when named the
 inductor, which needs a C++ compiler), its compilation inside the warm-up steps (use `--warmup 5` or more: a
 new row length recompiles once for dynamic shapes).
 
+Denormal floats are flushed to zero while both trainers train (`flush_denormal`, on by default;
+`--set flush_denormal=false` keeps them for every row; the seq2seq rows `paper-keep-denormals` and
+`ours-keep-denormals`, run only when named in `--variants`, keep them beside the flushed rows of the
+same run): the randomly initialised t5-small-shaped head otherwise
+makes most logit gradients denormal, and its backward matmuls ran about 75x slower on them.
+
 Runs: `--runs` runs of each trainer, interleaved (every row once, then again, ...) so a drift of the
 machine hits both alike, each in a fresh process (its peak memory is its own); each run times
 `--steps` optimizer steps after `--warmup`. The table gives the median over runs and the min-max
@@ -94,9 +100,15 @@ VARIANTS = {
         # its compile time (a minute or more on 2 cores) falls in the warm-up steps.
         ("ours+pack+prune+compile", "ours", {"pack_rows": True, "torch_compile": True}, True),
     ],
-    "seq2seq": [("paper", "paper", {}, False), ("ours", "ours", {}, False)],
+    "seq2seq": [
+        ("paper", "paper", {}, False),
+        # denormals kept (`flush_denormal` off), run only when named in --variants: the before of that lever
+        ("paper-keep-denormals", "paper", {"flush_denormal": False}, False),
+        ("ours-keep-denormals", "ours", {"flush_denormal": False}, False),
+        ("ours", "ours", {}, False),
+    ],
 }
-ON_REQUEST = {"ours+pack+prune+compile"}  # rows left out unless --variants names them
+ON_REQUEST = {"ours+pack+prune+compile", "paper-keep-denormals", "ours-keep-denormals"}  # only if --variants names them
 STATS = "_benchmark_counts"  # the key the counting collator adds to a batch; popped before the model sees it
 GOALS = {"causal": 1.5, "seq2seq": 1.2}  # the required speed-up of ours over the paper's loop
 # The shape of google/t5-v1_1-small (and flan-t5-small, the same architecture): the seq2seq student of
@@ -121,6 +133,8 @@ NAMES = {
     ("causal", "ours+pack+prune+compile"): "ours, packed, pruned, `torch.compile` (inductor)",
     ("seq2seq", "paper"): "paper: 2 passes (one per task), full logits",
     ("seq2seq", "ours"): "ours: encoder once, decoder once per task",
+    ("seq2seq", "paper-keep-denormals"): "paper's loop, denormals kept (`flush_denormal=False`)",
+    ("seq2seq", "ours-keep-denormals"): "ours, denormals kept (`flush_denormal=False`)",
 }
 
 
@@ -361,6 +375,7 @@ def run_variant(spec: dict) -> dict:
         data_collator=CountingCollator(collator, family),
         alpha=config.alpha,
         family=family,
+        flush_denormal=config.flush_denormal,  # both trainers alike (on by default; --set flush_denormal=false)
         callbacks=[Clock()],
     )
     cuda = torch.cuda.is_available()
@@ -390,6 +405,7 @@ def run_variant(spec: dict) -> dict:
         "precision": "bf16 autocast" if args.bf16 else "fp32",
         "packed": ours and family == "causal" and config.pack_rows,
         "prune_vocab": config.prune_vocab,
+        "flush_denormal": config.flush_denormal,
         "threads": torch.get_num_threads(),
         "final_loss": trainer.state.log_history[-1].get("train_loss"),
     }
@@ -639,13 +655,17 @@ def main() -> None:
     peaks = {d: max(peaks_before[d], peaks_after[d]) for d in dtypes}
 
     first = next(iter(runs.values()))[0]
+    flushing = {r["flush_denormal"] for rs in runs.values() for r in rs}
+    denormals = {frozenset({True}): "flushed", frozenset({False}): "kept"}.get(
+        frozenset(flushing), "flushed (kept in the rows that say so)")
     matmul = ", ".join(
         f"{d} {peaks[d]:.0f} GFLOP/s (before {peaks_before[d]:.0f}, after {peaks_after[d]:.0f})" for d in dtypes
     )
     print(
         f"\nStudent trainer throughput, dss mode, {args.batch_size} rows per step, median of {args.runs} runs of "
         f"{args.steps} steps after {args.warmup} warm-up, device {first['device']} ({first['threads']} threads),"
-        f" {time.strftime('%Y-%m-%d')}; matmul peak, {peaks_before['size']}^2 matrices: {matmul}"
+        f" {time.strftime('%Y-%m-%d')}; denormals {denormals};"
+        f" matmul peak, {peaks_before['size']}^2 matrices: {matmul}"
         + (f"; config overrides {json.dumps(sets)}" if sets else "")
     )
     label = {family: student_label(family, args.seq2seq_shape) for family in families}
@@ -674,7 +694,7 @@ def main() -> None:
             + (f" {max(x['peak_cuda_mib'] for x in rs):.0f} |" if cuda else "")
         )
     for family in families:
-        best = [k for k in runs if k[0] == family and k[1] != "paper"]
+        best = [k for k in runs if k[0] == family and not k[1].startswith("paper")]
         if (family, "paper") not in runs or not best:
             continue
         name = best[-1][1]  # the last row: every lever of the family on

@@ -584,3 +584,51 @@ def test_torch_compile_is_off_unless_asked_and_reaches_the_trainer(tmp_path):
     assert all(not settings.get("torch_compile") for settings in PROFILES.values())  # no profile compiles
     assert training_arguments(load_config("tiny"), tmp_path, 32).torch_compile is False
     assert training_arguments(load_config("tiny", torch_compile=True), tmp_path, 32).torch_compile is True
+
+
+def test_flushed_denormals_flushes_inside_the_block_only():
+    """A float32 below 1.2e-38 (denormal) survives arithmetic by default; inside the block it is read
+    as 0, and after the block (or with the option off) it survives again."""
+    from utils.student import flushed_denormals
+
+    tiny = torch.tensor([1e-39])  # stored as a denormal float32
+    assert (tiny * 1.0).item() > 0
+    with flushed_denormals() as flushed:
+        if not flushed:
+            pytest.skip("this CPU cannot flush denormals")
+        assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() > 0
+    with flushed_denormals(False) as flushed:
+        assert flushed is False and (tiny * 1.0).item() > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flush", [True, False])
+def test_training_flushes_denormals_as_the_config_says(flush, tiny_t5, monkeypatch, tmp_path):
+    """train_student's steps run with denormals flushed (the default) or kept (flush_denormal=False),
+    and flushing is off again once training returns."""
+    import utils.student as student
+
+    if flush and not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    torch.set_flush_denormal(False)
+    seen = []
+    real = student.token_losses
+
+    def probing(*args, **kwargs):
+        seen.append((torch.tensor([1e-39]) * 1.0).item())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(student, "token_losses", probing)
+    config = load_config("tiny", student_family="seq2seq", batch_size=4, epochs=1.0, flush_denormal=flush)
+    assert config.flush_denormal is flush
+    train_student(DatasetDict({"train": _split(4)}), config, "dss", tmp_path / "out", init=str(tiny_t5[0]))
+    assert seen and all((value == 0.0) is flush for value in seen)
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0
+
+
+def test_flush_denormal_must_be_a_bool():
+    from utils.config import validate_student_options
+
+    with pytest.raises(ValueError, match="flush_denormal must be True or False"):
+        validate_student_options(load_config("tiny", flush_denormal="yes"))

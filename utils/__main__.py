@@ -75,6 +75,25 @@ def check_params(params: dict, notebooks: tuple[str, ...] = NOTEBOOKS) -> None:
                          f"Parameters: {', '.join(sorted(declared))}.")
 
 
+def study_sizes_options(args) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The seeds and stages of ``study --design sizes``, or a clear error: the design is e-SNLI's,
+    its seeds are distinct integers >= 0 (default 0 1 2), and its only stage is ``report``."""
+    from utils.recipes import ESNLI_SEEDS
+
+    if args.task not in (None, "esnli"):
+        raise SystemExit(f"--design sizes is the e-SNLI study; --task {args.task} does not apply (omit it).")
+    if args.fold:
+        raise SystemExit("--fold applies to --design cv and candidates, not to --design sizes.")
+    seeds = tuple(args.seed) if args.seed else ESNLI_SEEDS
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seed: distinct integers >= 0, one per --seed (e.g. --seed 0 --seed 1); got {list(seeds)}.")
+    stages = tuple(dict.fromkeys(args.stage or ()))
+    if stages not in ((), ("report",)):
+        raise SystemExit(f"--design sizes has one stage, report (rebuild report.json from the finished cells "
+                         f"without training); got {', '.join(stages)}.")
+    return seeds, stages
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     teach.add_argument("--n-test", type=int, default=None)
     study = sub.add_parser("study", help="the study on the authors' PaLM rationales (resumable; see utils/recipes.py)")
     study.add_argument("--paper-data", required=True, help="folder with <task>/ from the authors' datasets.zip")
-    study.add_argument("--task", default="svamp", help="svamp | cqa | esnli | anli1")
+    study.add_argument("--task", default=None, help="svamp | cqa | esnli | anli1 (default: svamp; --design sizes: esnli)")
     study.add_argument("--profile", default="tiny", help="tiny (CPU, 6-layer student) | paper (GPU, T5 v1.1 base)")
-    study.add_argument("--run-dir", default="runs/svamp")
+    study.add_argument("--run-dir", default=None, help="default: runs/svamp (--design sizes: runs/esnli)")
     study.add_argument("--stage", action="append", default=None,
                        help="recipe | ablation | final | self_consistency | report (repeatable; default: the "
-                            "first three; report alone rewrites report.json and the figure from finished cells)")
+                            "first three; report alone rewrites report.json and the figure from finished cells; "
+                            "with --design sizes only report, which rebuilds the section without training)")
     study.add_argument("--design", default="fractions", choices=("fractions", "cv", "candidates", "sizes"),
                        help="fractions: the staged study above; cv: k-fold cross-validation over every item "
                             "(standard, dss, ltr; one cell per fold and variant; resumable); candidates: the "
@@ -125,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="also copy the run folder here without weights or problem texts (e.g. data/results/NAME)")
     study.add_argument("--fold", type=int, action="append", default=None,
                        help="with --design cv: run only these folds (repeatable; default: all)")
+    study.add_argument("--seed", type=int, action="append", default=None, metavar="N",
+                       help="with --design sizes: train these seeds, each one's whole grid before the next "
+                            "(repeatable, in the order given; default: 0 1 2)")
     serve = sub.add_parser("serve", help="serve an exported student over HTTP (POST /predict, GET /docs)")
     serve.add_argument("export_dir", help="a folder written by utils.export.export_student")
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only; 0.0.0.0: the network")
@@ -196,25 +219,46 @@ def main(argv: list[str] | None = None) -> int:
             examples = select_examples(config.task, split, n, config.max_ops)
             records = annotate(teacher, config, examples, args.cache, split)
             print(split, summarize_records(records))
-    elif args.command == "study" and args.design != "fractions":
-        from utils.recipes import cv_candidates, cv_study, esnli_study, publish_study
+    elif args.command == "study" and args.design == "sizes":
+        from utils import recipes
+        from utils.report import describe_sizes, load_report
 
-        run_dir = resolve_run_dir(args.run_dir)
-        if args.design == "cv":
-            cv_study(args.paper_data, run_dir, args.task, args.profile, folds=args.fold)
-        elif args.design == "candidates":
-            cv_candidates(args.paper_data, run_dir, args.task, args.profile, fold=(args.fold or [0])[0])
+        seeds, stages = study_sizes_options(args)
+        run_dir = resolve_run_dir(args.run_dir or "runs/esnli")
+        if stages:  # report only: rebuild the section from the finished cells
+            try:
+                recipes.esnli_report(args.paper_data, run_dir, seeds)
+            except FileNotFoundError as exc:  # no finished cell yet: say so and name the command
+                raise SystemExit(str(exc)) from None
         else:
-            esnli_study(args.paper_data, run_dir, args.profile)
+            recipes.esnli_study(args.paper_data, run_dir, args.profile, seeds=seeds)
+        if args.publish:
+            print(f"published {recipes.publish_study(run_dir, args.publish)} cells to {args.publish}")
+        print(render_markdown(run_dir))
+        print(describe_sizes(load_report(run_dir).get(recipes.ESNLI_SECTION)))
+    elif args.command == "study" and args.design != "fractions":
+        from utils.recipes import cv_candidates, cv_study, publish_study
+
+        if args.seed:
+            raise SystemExit("--seed applies to --design sizes only.")
+        run_dir = resolve_run_dir(args.run_dir or "runs/svamp")
+        task = args.task or "svamp"
+        if args.design == "cv":
+            cv_study(args.paper_data, run_dir, task, args.profile, folds=args.fold)
+        else:
+            cv_candidates(args.paper_data, run_dir, task, args.profile, fold=(args.fold or [0])[0])
         if args.publish:
             print(f"published {publish_study(run_dir, args.publish)} cells to {args.publish}")
         print(render_markdown(run_dir))
     elif args.command == "study":
         from utils.recipes import paper_study
 
+        if args.seed:
+            raise SystemExit("--seed applies to --design sizes only.")
         stages = args.stage or ("recipe", "ablation", "final")
-        paper_study(args.paper_data, resolve_run_dir(args.run_dir), args.task, args.profile, stages)
-        print(render_markdown(resolve_run_dir(args.run_dir)))
+        run_dir = resolve_run_dir(args.run_dir or "runs/svamp")
+        paper_study(args.paper_data, run_dir, args.task or "svamp", args.profile, stages)
+        print(render_markdown(run_dir))
     elif args.command == "serve":
         from utils.serve import serve as run_service
 

@@ -65,6 +65,7 @@ class RunConfig:
     pack_rows: bool = False  # causal students: a batch's rows packed end to end, no padding; same loss
     prune_vocab: bool = False  # causal students: vocabulary cut to the run's tokens; same logits on them
     torch_compile: bool = False  # train through torch.compile (inductor): faster steps, minutes to compile
+    flush_denormal: bool = True  # CPU: floats below 1.2e-38 become 0 while training (utils.student.flushed_denormals)
     # --- evaluation (notebook 04) ---
     eval_batch_size: int = 16  # rows per generate() call
     # --- where things go ---
@@ -189,7 +190,8 @@ def validate_student_options(config: RunConfig) -> None:
     if config.label_source not in ("gold", "teacher"):
         raise ValueError(f"Unknown label_source {config.label_source!r}. Valid choices: gold, teacher "
                          "(gold labels or the teacher's, next to its rationales).")
-    for name in ("rationale_answer", "chat_template", "keep_checkpoints", "pack_rows", "prune_vocab", "torch_compile"):
+    for name in ("rationale_answer", "chat_template", "keep_checkpoints", "pack_rows", "prune_vocab", "torch_compile",
+                 "flush_denormal"):
         if not isinstance(getattr(config, name), bool):
             raise ValueError(f"{name} must be True or False, got {getattr(config, name)!r}.")
     if config.bf16 not in (None, True, False):

@@ -300,6 +300,55 @@ def plot_fraction_sweep(rows: list[dict], teacher: dict | None, out_path: str | 
     return fig
 
 
+def plot_size_curves(section: dict, out_path: str | Path, title: str = ""):
+    """A data-size study (``utils.recipes.esnli_report``): test accuracy against the number of
+    training examples (log-scale x, the sizes as ticks), one line per variant through its mean over
+    seeds, and a 95 % band from the section's ``curves``: a percentile bootstrap over the test items
+    of each item's share of seeds right, i.e. pooled over the seeds (not the spread between seeds,
+    which the table's ``sd`` gives). A variant run at one size only (the rationale sources) is a
+    point with that interval, nudged right of its size. The teacher is a horizontal dashed line with
+    its interval shaded."""
+    plt = load_pyplot()
+    curves = section["curves"]
+    if not curves:
+        raise ValueError("The section has no finished cell to plot.")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    names = list(dict.fromkeys([section.get("baseline", "standard")]
+                               + list((section.get("design") or {}).get("variants", []))
+                               + sorted({r["variant"] for r in curves})))
+    points = 0  # variants at one size, nudged apart so their intervals do not hide each other
+    for index, name in enumerate(n for n in names if any(r["variant"] == n for r in curves)):
+        line = sorted((r for r in curves if r["variant"] == name), key=lambda r: r["size"])
+        points += len(line) == 1
+        x = [r["size"] * (1.05 ** points if len(line) == 1 else 1) for r in line]
+        y = [100 * r["mean"] for r in line]
+        low, high = [100 * r["ci95"][0] for r in line], [100 * r["ci95"][1] for r in line]
+        seeds = max(r["seeds"] for r in line)
+        label = f"{name} ({seeds} seed{'s' * (seeds > 1)})"
+        color = f"C{index}"
+        if len(line) > 1:
+            ax.plot(x, y, marker="o", color=color, label=label)
+            ax.fill_between(x, low, high, color=color, alpha=0.15, lw=0)
+        else:
+            ax.errorbar(x, y, yerr=[[y[0] - low[0]], [high[0] - y[0]]], fmt="s", capsize=4, color=color, label=label)
+    teacher = section.get("teacher")
+    if teacher:
+        ax.axhline(100 * teacher["accuracy"], color="k", ls="--", lw=1,
+                   label=f"PaLM teacher, few-shot CoT (n={teacher['n']})")
+        ax.axhspan(100 * teacher["ci95"][0], 100 * teacher["ci95"][1], color="k", alpha=0.08, lw=0)
+    sizes = sorted({r["size"] for r in curves})
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training examples (log scale)")
+    ax.set_ylabel("test accuracy (%), 95% CI pooled over seeds")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    return fig
+
+
 def plot_paired_differences(section: dict, out_path: str | Path, paper_effect: float | None = 2.9,
                             title: str = ""):
     """A cross-validated study's paired differences against its baseline (``utils.recipes.cv_summary``):

@@ -61,10 +61,11 @@ def study_config(task: str = "svamp", profile: str = "tiny", **overrides):
         raise ValueError(f"Unknown task {task!r} for a study on the paper's data. Tasks: {', '.join(PAPER_TASKS)}.")
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}. Valid profiles: {', '.join(PROFILES)}.")
-    # The committed studies trained padded rows over the whole vocabulary; a study keeps one recipe
-    # from its first cell to its last, so the tiny profile's speed levers stay off unless a design sets them.
+    # The committed studies trained padded rows over the whole vocabulary, denormals kept; a study keeps
+    # one recipe from its first cell to its last, so the tiny profile's speed levers stay off unless a
+    # design sets them.
     values = dict(task=task, n_train=None, n_test=None, max_ops=None, teacher_cache_seed=None, pack_rows=False,
-                  prune_vocab=False, **STUDY_SETTINGS[profile], **SVAMP_OPTIONS)
+                  prune_vocab=False, flush_denormal=False, **STUDY_SETTINGS[profile], **SVAMP_OPTIONS)
     return load_config(profile, **{**values, **overrides})
 
 
@@ -174,13 +175,22 @@ def paper_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp"
     return cells
 
 
-def paper_teacher(paper_root: str | Path, task: str, out_dir: str | Path) -> dict:
+def paper_teacher(paper_root: str | Path, task: str, out_dir: str | Path, ids=None) -> dict:
     """The PaLM teacher on the test items, from the authors' released outputs (parsed the
-    course's way), with its predictions saved beside the cells."""
+    course's way), with its predictions saved beside the cells. ``ids``: only these items of the
+    authors' test split (a study's own held-out test set), each of which must exist."""
     from utils.evaluation import evaluate_teacher_records, save_predictions
     from utils.paper_data import load_paper_rationales
 
-    scored = evaluate_teacher_records(load_paper_rationales(paper_root, task, "test"))
+    records = load_paper_rationales(paper_root, task, "test")
+    if ids is not None:
+        wanted = {str(i) for i in ids}
+        records = [r for r in records if str(r["id"]) in wanted]
+        missing = wanted - {str(r["id"]) for r in records}
+        if missing:
+            raise ValueError(f"{len(missing)} test ids have no teacher record in the authors' {task} test split "
+                             f"(e.g. {sorted(missing)[:3]}): ids of another split or task?")
+    scored = evaluate_teacher_records(records)
     save_predictions(scored["predictions"], Path(out_dir) / "teacher_test.jsonl")
     return {"model": "PaLM 540B, few-shot CoT (the authors' released outputs)", "accuracy": scored["accuracy"],
             "ci95": scored["ci95"], "n": scored["n"], "predictions": "teacher_test.jsonl"}
@@ -354,7 +364,10 @@ def cv_summary(run_dir: str | Path, task: str, variants: list[str], k: int, base
 
 # --- e-SNLI data efficiency on a premise-disjoint split (issue "Prove it or refute it") ------------
 # PaLM rationales exist for the 9,824 items of e-SNLI's test split only, so the study carves its
-# own test set, validation set and training pool from those items, disjoint by premise.
+# own test set, validation set and training pool from those items, disjoint by premise. It trains
+# seed by seed (esnli_plan), and esnli_report rebuilds its report section from the finished cells:
+# the accuracy curves, the teacher on the same test items, the paper's statement (data_efficiency
+# in utils.report, beside verify, which recomputes it) and a text-free file of premise hashes.
 
 ESNLI_SPLIT_SEED = 0
 ESNLI_TEST_ITEMS = 1000  # at least this many held-out test items (whole premises)
@@ -433,34 +446,160 @@ def esnli_datasets(paper_root: str | Path, seed: int = ESNLI_SPLIT_SEED) -> dict
     return sources
 
 
-def esnli_study(paper_root: str | Path, run_dir: str | Path, profile: str = "tiny", seeds=(0, 1, 2),
-                sizes=ESNLI_SIZES, log=print) -> dict:
-    """Every size x seed x variant cell (largest sizes first; finished cells skipped, so it resumes),
-    then the rationale-source cells at ``ESNLI_SOURCE_SIZE``; writes ``report.json`` section
-    ``esnli_sizes`` (one sweep: mean ± sd over seeds, paired bootstrap pooled over seeds, Holm)."""
-    from utils.config import save_config
-    from utils.report import write_report
-    from utils.sweep import run_sweep, sweep_report
+ESNLI_SEEDS = (0, 1, 2)
+ESNLI_SECTION = "esnli_sizes"  # the sweep folder and the report.json section
 
+
+def premise_hash(premise: str) -> str:
+    """A short, text-free fingerprint of a premise: the first 12 hex digits of its UTF-8 SHA-256.
+    Equal premises give equal hashes, so a published run can prove its split disjoint without texts."""
+    import hashlib
+
+    return hashlib.sha256(premise.encode("utf-8")).hexdigest()[:12]
+
+
+def write_premise_hashes(sweep_dir: str | Path, data, cells: list[dict]) -> Path:
+    """``PREMISE_FILE`` in the sweep folder: every id the study used (the test and validation items,
+    and each finished cell's training items) -> ``premise_hash`` of its premise; no text.
+    ``data`` is one source's ``DatasetDict`` (they share items and premises)."""
+    from utils.config import atomic_write_json
+    from utils.report import PREMISE_FILE
+
+    premises = {str(i): p for split in ("train", "validation", "test")
+                for i, p in zip(data[split]["id"], data[split]["premise"])}
+    used = set(data["test"]["id"]) | set(data["validation"]["id"])
+    for cell in cells:
+        used.update(i for split in ("train", "validation", "test") for i in cell.get("ids", {}).get(split, []))
+    unknown = sorted(str(i) for i in used if str(i) not in premises)
+    if unknown:
+        raise ValueError(f"{len(unknown)} ids of the finished cells are not in the study's split (e.g. {unknown[:3]}): "
+                         "cells from another split or task in this run folder?")
+    return atomic_write_json(Path(sweep_dir) / PREMISE_FILE, {
+        "hash": "first 12 hex digits of the SHA-256 of the premise (UTF-8)",
+        "premises": {i: premise_hash(premises[i]) for i in sorted(used)}})
+
+
+def esnli_plan(seeds=ESNLI_SEEDS, sizes=ESNLI_SIZES) -> list[tuple[str, int, int]]:
+    """The e-SNLI grid in the order it is trained, ``(variant, size, seed)``: seed by seed (a study
+    stopped after some hours leaves whole one-seed grids), each seed standard at
+    ``ESNLI_STANDARD_MAX``, then the three variants at ``sizes`` (largest first, each size's variants
+    in turn), then the rationale sources at ``ESNLI_SOURCE_SIZE``."""
+    plan = []
+    for seed in seeds:
+        plan.append((ESNLI_VARIANTS[0].name, ESNLI_STANDARD_MAX, seed))
+        plan += [(v.name, size, seed) for size in sorted(sizes, reverse=True) for v in ESNLI_VARIANTS]
+        plan += [(v.name, ESNLI_SOURCE_SIZE, seed) for v in ESNLI_SOURCE_VARIANTS]
+    return plan
+
+
+def _check_grid(seeds, sizes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    seeds, sizes = tuple(seeds), tuple(sizes)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be one or more integers >= 0, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds!r}.")
+    if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or not 0 < n < ESNLI_STANDARD_MAX
+                        for n in sizes):
+        raise ValueError(f"sizes must be integers in (0, {ESNLI_STANDARD_MAX}) (standard's own size), got {sizes!r}.")
+    return seeds, sizes
+
+
+def esnli_study(paper_root: str | Path, run_dir: str | Path, profile: str = "tiny", seeds=ESNLI_SEEDS,
+                sizes=ESNLI_SIZES, log=print) -> dict:
+    """Train the grid ``esnli_plan`` lists, seed by seed: each seed's standard at
+    ``ESNLI_STANDARD_MAX``, standard / dss / ltr at ``sizes`` (largest first) and the rationale
+    sources at ``ESNLI_SOURCE_SIZE``, then the next seed. Cells live in ``run_sweep``'s layout under
+    ``<run_dir>/esnli_sizes`` and finished ones are skipped, so calling it again resumes. After each
+    seed the section ``esnli_sizes`` is rebuilt from every finished cell (``esnli_report``)."""
+    from utils.config import save_config
+    from utils.sweep import run_sweep
+
+    seeds, sizes = _check_grid(seeds, sizes)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = study_config("esnli", profile, **ESNLI_SETTINGS[profile])
     save_config(config, run_dir)
     datasets = esnli_datasets(paper_root)
     pool = len(datasets["palm"]["train"])
+    if max(sizes) > pool:
+        raise ValueError(f"sizes {sizes} exceed the training pool of {pool} items.")
     log(f"e-SNLI: pool {pool}, validation {len(datasets['palm']['validation'])}, test {len(datasets['palm']['test'])}")
-    name = "esnli_sizes"
 
-    def sweep(variants, sizes_):
-        return run_sweep(config, [n / pool for n in sizes_], seeds=seeds, dataset=datasets, run_dir=run_dir,
-                         variants=variants, name=name, splits=("test",), log=log)
+    def sweep(variants, sizes_, seed):
+        run_sweep(config, [n / pool for n in sizes_], seeds=(seed,), dataset=datasets, run_dir=run_dir,
+                  variants=variants, name=ESNLI_SECTION, splits=("test",), log=log)
 
-    sweep(ESNLI_VARIANTS[:1], (ESNLI_STANDARD_MAX,))
-    sweep(ESNLI_VARIANTS, sorted(sizes, reverse=True))
-    cells = sweep(ESNLI_SOURCE_VARIANTS, (ESNLI_SOURCE_SIZE,))
-    report = sweep_report(cells)
-    write_report(run_dir, name, report)
-    return report
+    section = None
+    for seed in seeds:
+        log(f"e-SNLI: seed {seed}")
+        sweep(ESNLI_VARIANTS[:1], (ESNLI_STANDARD_MAX,), seed)
+        sweep(ESNLI_VARIANTS, sorted(sizes, reverse=True), seed)
+        sweep(ESNLI_SOURCE_VARIANTS, (ESNLI_SOURCE_SIZE,), seed)
+        section = esnli_report(paper_root, run_dir, seeds, sizes, datasets=datasets, log=log)
+    return section
+
+
+def esnli_progress(cells: list[dict], pool: int, seeds=ESNLI_SEEDS, sizes=ESNLI_SIZES) -> dict:
+    """How much of the grid finished: ``expected`` and ``finished`` cells in all, and per seed
+    ``[finished, expected]`` (the seeds asked for and any other seed a finished cell has)."""
+    from utils.report import cell_size
+
+    done = {(c["variant"], cell_size(c, pool), c["seed"]) for c in cells}
+    all_seeds = sorted(set(seeds) | {seed for _, _, seed in done})
+    plan = esnli_plan(all_seeds, sizes)
+    per_seed = {str(seed): [sum(1 for v, n, s in plan if s == seed and (v, n, s) in done),
+                            sum(1 for _, _, s in plan if s == seed)] for seed in all_seeds}
+    expected = len(esnli_plan(seeds, sizes))
+    return {"expected": expected, "finished": sum(1 for key in plan if key in done and key[2] in seeds),
+            "seeds": per_seed}
+
+
+def esnli_report(paper_root: str | Path, run_dir: str | Path, seeds=ESNLI_SEEDS, sizes=ESNLI_SIZES, datasets=None,
+                 log=print) -> dict:
+    """Rebuild the ``esnli_sizes`` section of ``report.json`` from the finished cells, training
+    nothing: the sweep (``sweep_report``), accuracy per variant and size (``size_curves``: mean ± sd
+    over seeds, 95 % interval pooled over seeds), the PaLM teacher on the study's test items only
+    (its predictions saved beside the cells), the paper's statement (``data_efficiency`` against
+    standard at ``ESNLI_STANDARD_MAX``), how much of the grid finished, the premise hashes
+    (``write_premise_hashes``) and the figure ``figures/esnli_sizes.png``. Returns the section."""
+    from utils.evaluation import plot_size_curves
+    from utils.report import PREMISE_FILE, SIZES_COMMAND, data_efficiency, size_curves, size_results, write_report
+    from utils.sweep import load_cells, sweep_report
+
+    seeds, sizes = _check_grid(seeds, sizes)
+    run_dir = Path(run_dir)
+    sweep_dir = run_dir / ESNLI_SECTION
+    cells = load_cells(sweep_dir) if sweep_dir.is_dir() else []
+    if not cells:
+        raise FileNotFoundError(f"No finished e-SNLI cell in {sweep_dir}: run the study first ({SIZES_COMMAND}).")
+    data = (datasets or esnli_datasets(paper_root))["palm"]
+    pool, test_ids = len(data["train"]), set(data["test"]["id"])
+    for cell in cells:
+        if set(cell["ids"]["test"]) != test_ids:
+            raise ValueError(f"{cell['dir']} was tested on other items than the study's split "
+                             f"(split seed {ESNLI_SPLIT_SEED}): a run folder of another split?")
+    write_premise_hashes(sweep_dir, data, cells)
+    teacher = paper_teacher(paper_root, "esnli", sweep_dir, ids=data["test"]["id"])
+    results = size_results(cells, sweep_dir, "esnli", pool)
+    section = {**sweep_report(cells), "pool": pool, "validation_items": len(data["validation"]),
+               "test_items": len(test_ids), "premises": PREMISE_FILE, "teacher": teacher,
+               "design": {"variants": [v.name for v in ESNLI_VARIANTS + ESNLI_SOURCE_VARIANTS], "sizes": list(sizes),
+                          "standard_max": ESNLI_STANDARD_MAX, "source_size": ESNLI_SOURCE_SIZE, "seeds": list(seeds),
+                          "split_seed": ESNLI_SPLIT_SEED,
+                          "split_rule": f"the {pool + len(data['validation']) + len(test_ids):,} e-SNLI items with "
+                                        "PaLM rationales (the authors' test split), dealt by premise (distinct "
+                                        f"premises shuffled with seed {ESNLI_SPLIT_SEED}): {len(test_ids):,} test, "
+                                        f"{len(data['validation']):,} validation, {pool:,} training pool; no premise "
+                                        "on two sides"},
+               "grid": esnli_progress(cells, pool, seeds, sizes),
+               "curves": size_curves(results), "data_efficiency": data_efficiency(results, ESNLI_STANDARD_MAX)}
+    write_report(run_dir, ESNLI_SECTION, section)
+    (run_dir / "figures").mkdir(exist_ok=True)
+    plot_size_curves(section, run_dir / "figures" / "esnli_sizes.png",
+                     title=f"e-SNLI: accuracy against training size ({section['grid']['finished']} of "
+                           f"{section['grid']['expected']} cells)")
+    log(f"e-SNLI report: {section['grid']['finished']} of {section['grid']['expected']} cells")
+    return section
 
 
 # --- choosing the study's student: candidates on one fold -----------------------------------------
