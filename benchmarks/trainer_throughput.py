@@ -13,7 +13,8 @@ over full logits. Both run on the same `Trainer`, model, rows, row order, batch 
 Causal rows, one lever added per row: the paper's loop (padded, whole vocabulary); ours padded;
 ours with rows packed (`pack_rows`, `utils.student.pack_rows`); ours packed on the checkpoint
 pruned to the data's tokens (`prune_vocab`), which is what `train_student` trains on the `tiny`
-profile. Ours collates through `utils.student.make_collator(config, tokenizer)`; the paper's loop
+profile. Seq2seq rows: the paper's loop, ours, and ours on the checkpoint pruned the same way
+(`prune_vocab`; T5's Unigram and the tiny T5's WordLevel tokenizers, `utils/vocab.py`). Ours collates through `utils.student.make_collator(config, tokenizer)`; the paper's loop
 gets the plain padding `MultiTaskCollator`, since it splits each batch by task. `--variants`
 picks rows (e.g. `paper,ours+pack+prune`); one more row runs only when named there,
 `ours+pack+prune+compile`: the same with `torch.compile` (`torch_compile`, passed to the Trainer;
@@ -106,6 +107,7 @@ VARIANTS = {
         ("paper-keep-denormals", "paper", {"flush_denormal": False}, False),
         ("ours-keep-denormals", "ours", {"flush_denormal": False}, False),
         ("ours", "ours", {}, False),
+        ("ours+prune", "ours", {}, True),
     ],
 }
 ON_REQUEST = {"ours+pack+prune+compile", "paper-keep-denormals", "ours-keep-denormals"}  # only if --variants names them
@@ -133,6 +135,7 @@ NAMES = {
     ("causal", "ours+pack+prune+compile"): "ours, packed, pruned, `torch.compile` (inductor)",
     ("seq2seq", "paper"): "paper: 2 passes (one per task), full logits",
     ("seq2seq", "ours"): "ours: encoder once, decoder once per task",
+    ("seq2seq", "ours+prune"): "ours, vocabulary pruned (`prune_vocab`)",
     ("seq2seq", "paper-keep-denormals"): "paper's loop, denormals kept (`flush_denormal=False`)",
     ("seq2seq", "ours-keep-denormals"): "ours, denormals kept (`flush_denormal=False`)",
 }
@@ -513,7 +516,21 @@ def build_inputs(
         inits["causal+prune"] = causal_init(causal_layers, data, init_causal)
     if "seq2seq" in families:
         inits["seq2seq"] = seq2seq_init(corpus, work, seq2seq_shape)
+        inits["seq2seq+prune"] = seq2seq_pruned_init(data, inits["seq2seq"])
     return data, inits
+
+
+def seq2seq_pruned_init(data: str, source: str) -> str:
+    """The seq2seq start checkpoint ``source`` with its vocabulary pruned to the dataset folder
+    ``data`` (``prune_vocab``, as ``train_student`` builds it): the LM head and the embedding keep
+    the rows of the tokens the rows use, here a few hundred of the t5-small shape's 32,128."""
+    from datasets import load_from_disk
+
+    from utils.config import load_config
+    from utils.student import prune_student_vocab
+
+    config = load_config("tiny", student_family="seq2seq", prune_vocab=True)
+    return prune_student_vocab(source, load_from_disk(data), config)
 
 
 def run_child(args: list[str]) -> dict:

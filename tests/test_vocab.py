@@ -1,4 +1,4 @@
-"""utils.vocab: pruning a causal student's vocabulary to a task's tokens, checked on the real bundled model.
+"""utils.vocab: pruning a student's vocabulary to a task's tokens, checked on the real bundled model (and small T5s).
 
 One 2-layer cut of SmolLM2-135M-Instruct is pruned once per module to the tokens of a few dozen
 arith problems (prompts as the student reads them, and rationale-like sentences); the tests then
@@ -185,16 +185,98 @@ def test_pruning_again_replaces_the_folder_whole(pruned):
     assert not [p for p in out.parent.iterdir() if ".tmp-" in p.name]
 
 
-def test_a_word_level_t5_tokenizer_is_refused_clearly(tmp_path):
+def _unigram_tokenizer(corpus: list[str]):
+    """A SentencePiece-style Unigram tokenizer as T5's (Metaspace, <pad> </s> <unk>, </s> appended),
+    trained on ``corpus`` with the ``tokenizers`` library (T5's own cannot be downloaded here)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"],
+                                                            unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def _t5_with(tokenizer, out, tied: bool):
+    """A small random T5 reading ``tokenizer``, saved to ``out`` (untied: the head its own matrix, as v1.1)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from utils.models import save_checkpoint
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1,
+                      num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=tied)
+    model = T5ForConditionalGeneration(config)
+    if not tied:  # transformers 5 ties T5's head whatever the config says: give it its own matrix
+        model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.get_input_embeddings().weight))
+    return save_checkpoint(model, tokenizer, out)
+
+
+def _assert_same_seq2seq_logits(base, out, texts):
+    kept = json.loads((out / "vocab_map.json").read_text())["kept_ids"]
+    new_id = {old: new for new, old in enumerate(kept)}
+    tok, new_tok = load_tokenizer(base), load_tokenizer(out)
+    model, new_model = load_model(base, "seq2seq").eval(), load_model(out, "seq2seq").eval()
+    assert new_model.get_output_embeddings().weight.shape[0] == len(kept) < len(tok)
+    for text in texts:
+        ids = tok.encode(text)
+        assert new_tok.encode(text) == [new_id[i] for i in ids]  # the same tokens, renumbered
+        decoder = ids[:5]
+        with torch.no_grad():
+            original = model(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([decoder])).logits[0]
+            new = new_model(input_ids=torch.tensor([[new_id[i] for i in ids]]),
+                            decoder_input_ids=torch.tensor([[new_id[i] for i in decoder]])).logits[0]
+        torch.testing.assert_close(new, original[:, torch.tensor(kept)], rtol=1e-5, atol=1e-5)
+    return kept
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_t5_student_with_a_unigram_tokenizer_is_pruned_exactly(tied, tmp_path):
+    """T5's tokenizer model (SentencePiece Unigram): the corpus tokenizes to the same pieces, the
+    pruned T5 gives the original logits at the kept ids (tied and untied heads), unseen text still
+    encodes, and the special ids the config names stay where they were."""
+    corpus = _corpus()
+    wide = corpus + [f"Lorem ipsum dolor sit amet, quartz {w} vexes jumpy fog." for w in ("zebra", "kiwi", "yak")]
+    tokenizer = _unigram_tokenizer(wide)
+    base = _t5_with(tokenizer, tmp_path / "t5", tied)
+    out = prune_vocabulary(base, corpus[:60], tmp_path / "t5-pruned")
+    kept = _assert_same_seq2seq_logits(base, out, corpus[:60:7])
+    assert kept[:3] == [0, 1, 2]  # <pad> </s> <unk>: pad = decoder start and eos keep their ids
+    pieces = [p for p, _ in json.loads(load_tokenizer(base).backend_tokenizer.to_str())["model"]["vocab"]]
+    assert all(pieces[i] for i in kept) and any(len(pieces[i]) > 1 for i in range(len(pieces)) if i not in kept)
+    new_tok = load_tokenizer(out)
+    assert new_tok.decode(new_tok.encode("quartz zebra"), skip_special_tokens=True) == "quartz zebra"  # from characters
+
+
+def test_a_word_level_t5_student_is_pruned_exactly(tmp_path):
+    """The project's tiny T5 (``make_t5_student``, a WordLevel tokenizer): the corpus's words keep
+    their tokens and logits; another word becomes <unk>, as an unseen word does in the original."""
     from utils.models import make_t5_student
 
-    corpus = _corpus()[:20]
-    t5 = make_t5_student(corpus, tmp_path / "t5", d_model=32, n_layers=1, n_heads=2, d_ff=64)
-    with pytest.raises(ValueError, match="byte-level BPE tokenizers only"):
-        kept_token_ids(load_tokenizer(t5), corpus)
-    with pytest.raises(ValueError, match="byte-level BPE tokenizers only"):
-        prune_vocabulary(t5, corpus, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    corpus = _corpus()
+    t5 = make_t5_student(corpus + ["zebra kiwi yak"], tmp_path / "t5", d_model=32, n_layers=1, n_heads=2, d_ff=64)
+    out = prune_vocabulary(t5, corpus[:20], tmp_path / "t5-pruned")
+    _assert_same_seq2seq_logits(t5, out, corpus[:20:5])
+    new_tok = load_tokenizer(out)
+    assert new_tok.convert_ids_to_tokens(new_tok.encode("zebra", add_special_tokens=False)) == ["<unk>"]
+
+
+def test_a_pruning_that_would_change_a_segmentation_is_refused(tmp_path):
+    """check_same_tokens re-encodes every text: a piece a text needs, dropped, is caught."""
+    from utils.vocab import check_same_tokens
+
+    corpus = _corpus()[:30]
+    tokenizer = _unigram_tokenizer(corpus)
+    kept = kept_token_ids(tokenizer, corpus)
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    used = max(tokenizer.encode(corpus[0], add_special_tokens=False), key=lambda i: len(data["model"]["vocab"][i][0]))
+    short = [i for i in kept if i != used]
+    with pytest.raises(ValueError, match="splits .* differently"):
+        check_same_tokens(tokenizer, prune_tokenizer_json(data, short), corpus, short)
+    check_same_tokens(tokenizer, prune_tokenizer_json(data, kept), corpus, kept)  # the real kept set passes
 
 
 def test_a_bpe_tokenizer_that_is_not_byte_level_is_refused_clearly():
@@ -205,7 +287,7 @@ def test_a_bpe_tokenizer_that_is_not_byte_level_is_refused_clearly():
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()  # no byte symbols: unseen characters become <unk>
     bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"]))
-    with pytest.raises(ValueError, match="byte-level BPE tokenizers only.*without a ByteLevel"):
+    with pytest.raises(ValueError, match="supports byte-level BPE.*without a ByteLevel"):
         kept_token_ids(PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>"), corpus)
 
 

@@ -63,7 +63,7 @@ class RunConfig:
     select_by: str = "loss"  # loss | accuracy: how the best validation checkpoint is chosen
     early_stopping_patience: int | None = None  # stop after this many evaluations without improvement
     pack_rows: bool = False  # causal students: a batch's rows packed end to end, no padding; same loss
-    prune_vocab: bool = False  # causal students: vocabulary cut to the run's tokens; same logits on them
+    prune_vocab: bool = False  # vocabulary cut to the run's tokens (BPE, Unigram, WordLevel); same logits on them
     torch_compile: bool = False  # train through torch.compile (inductor): faster steps, minutes to compile
     flush_denormal: bool = True  # CPU: floats below 1.2e-38 become 0 while training (utils.student.flushed_denormals)
     # --- evaluation (notebook 04) ---

@@ -286,7 +286,7 @@ def token_losses(model, batch: dict, family: str) -> tuple[torch.Tensor, torch.T
     keep = labels != IGNORE
     if isinstance(model, torch.nn.parallel.DistributedDataParallel) or task.unique().numel() < 2:
         logits = _target_logits(model, core, keep, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                decoder_input_ids=decoder_ids)
+                                decoder_input_ids=decoder_ids, use_cache=False)
         token_task = task[:, None].expand_as(labels)[keep]
         return torch.nn.functional.cross_entropy(logits.float(), labels[keep], reduction="none"), token_task
     encoded = core.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -296,7 +296,8 @@ def token_losses(model, batch: dict, family: str) -> tuple[torch.Tensor, torch.T
         width = int(keep[rows].sum(1).max())
         sel = keep[rows][:, :width]
         logits = _target_logits(model, core, sel, encoder_outputs=(encoded.last_hidden_state[rows],),
-                                attention_mask=batch["attention_mask"][rows], decoder_input_ids=decoder_ids[rows][:, :width])
+                                attention_mask=batch["attention_mask"][rows], decoder_input_ids=decoder_ids[rows][:, :width],
+                                use_cache=False)  # no decoding cache to build (passing labels turns it off the same way)
         losses.append(torch.nn.functional.cross_entropy(logits.float(), labels[rows][:, :width][sel], reduction="none"))
         tasks.append(torch.full((losses[-1].numel(),), task_id, dtype=torch.long, device=labels.device))
     return torch.cat(losses), torch.cat(tasks)
@@ -612,7 +613,7 @@ def vocabulary_texts(dataset, tokenizer, config) -> list[str]:
     for name in dataset:
         split = dataset[name]
         for prefix in (LABEL_PREFIX, RATIONALE_PREFIX):
-            texts += [format_prompt(tokenizer, prefix + text, "causal", chat) for text in split["input"]]
+            texts += [format_prompt(tokenizer, prefix + text, config.student_family, chat) for text in split["input"]]
         if name == "test":
             continue
         for mode in MODES:
@@ -627,8 +628,8 @@ def vocabulary_texts(dataset, tokenizer, config) -> list[str]:
 def prune_student_vocab(source: str, dataset, config) -> str:
     """``source`` with its vocabulary cut to ``vocabulary_texts`` (``utils.vocab.prune_vocabulary``),
     built once per source and token set under the cache folder; the logits at the kept tokens are the
-    unpruned model's. Causal students with a byte-level BPE tokenizer (SmolLM2, GPT-2, Llama 3; others
-    raise a ValueError); seq2seq students come back unchanged."""
+    unpruned model's. Students with a byte-level BPE (SmolLM2, GPT-2, Llama 3), Unigram (T5's
+    SentencePiece) or WordLevel tokenizer (the tiny T5); others raise a ValueError."""
     import hashlib
 
     from filelock import FileLock
@@ -636,8 +637,8 @@ def prune_student_vocab(source: str, dataset, config) -> str:
     from utils.models import cache_dir, load_tokenizer
     from utils.vocab import kept_token_ids, prune_vocabulary
 
-    if (Path(source) / "vocab_map.json").exists() or config.student_family != "causal":
-        return source  # pruned already, or a seq2seq student (its SentencePiece vocabulary is left whole)
+    if (Path(source) / "vocab_map.json").exists():
+        return source  # pruned already
     tokenizer = load_tokenizer(source)
     texts = vocabulary_texts(dataset, tokenizer, config)
     kept = kept_token_ids(tokenizer, texts)

@@ -1,4 +1,4 @@
-"""Vocabulary pruning for a causal student: keep only the tokens a task uses, exactly.
+"""Vocabulary pruning for a student: keep only the tokens a task uses, exactly.
 
 The ``tiny`` student (SmolLM2-135M cut to 6 layers) spends about 28M of its 50M parameters on
 the 49,152 x 576 tied embedding / LM head, while a task's text uses a few thousand tokens.
@@ -17,6 +17,16 @@ the lowest-ranked applicable one, and the derivation and the ids (renumbered) ar
 text falls back to smaller kept pieces, single bytes at worst, so anything still encodes; the
 model then reads different tokens than the original would have, so only the corpus is exact.
 The embedding rows are copied unchanged, so the logits at kept ids are the original ones.
+
+Seq2seq students (T5 and the project's tiny T5) have other tokenizer models, pruned by the same
+functions: SentencePiece **Unigram** (T5, flan-t5) and **WordLevel** (``make_t5_student``). Unigram
+picks the segmentation of highest total score among its pieces; a text's chosen pieces are all kept,
+so they are still the best segmentation among the fewer pieces left, and the ids are the same
+(renumbered). Ties between equal-score segmentations could in principle resolve otherwise, so
+``prune_vocabulary`` re-encodes every text with the pruned tokenizer and refuses a pruning that
+changes one. Every single-character piece is kept too, so other text still encodes (Unigram maps
+what it cannot spell to ``<unk>``, as the original does for characters it lacks). WordLevel keeps
+the corpus's words; any other word becomes ``<unk>``.
 """
 
 from __future__ import annotations
@@ -54,23 +64,27 @@ def _has_byte_level(pre_tokenizer: dict | None) -> bool:
     return pre_tokenizer.get("type") == "ByteLevel" or any(_has_byte_level(p) for p in parts)
 
 
-def _bpe_json(tokenizer) -> dict:
-    """The ``tokenizers`` JSON of a fast tokenizer, or a clear error if it is not byte-level BPE.
+PRUNABLE_MODELS = ("BPE", "Unigram", "WordLevel")  # tokenizers models prune_vocabulary handles
 
-    Byte-level because then the 256 byte symbols spell any text; a SentencePiece-style BPE
-    (Llama 2, Mistral: byte fallback tokens instead) would need other base tokens kept."""
+
+def _tokenizer_json(tokenizer) -> dict:
+    """The ``tokenizers`` JSON of a fast tokenizer, or a clear error if it cannot be pruned exactly:
+    byte-level BPE (then the 256 byte symbols spell any text; a SentencePiece-style BPE, Llama 2 or
+    Mistral, would need its byte-fallback tokens kept instead), Unigram (T5's SentencePiece) or WordLevel."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     data = json.loads(backend.to_str()) if backend is not None else {}
     model = data.get("model", {})
-    if model.get("type") != "BPE" or "merges" not in model or not _has_byte_level(data.get("pre_tokenizer")):
-        kind = model.get("type") or type(tokenizer).__name__
-        kind += "" if kind != "BPE" else " without a ByteLevel pre-tokenizer"
-        raise ValueError(
-            f"Vocabulary pruning supports byte-level BPE tokenizers only (GPT-2, Llama 3, SmolLM2, "
-            f"Qwen style: a tokenizer.json with model.merges); this tokenizer is {kind}. "
-            "Train the student without pruning."
-        )
-    return data
+    kind = model.get("type")
+    if kind == "BPE" and "merges" in model and _has_byte_level(data.get("pre_tokenizer")):
+        return data
+    if kind in ("Unigram", "WordLevel"):
+        return data
+    kind = (kind or type(tokenizer).__name__) + ("" if kind != "BPE" else " without a ByteLevel pre-tokenizer")
+    raise ValueError(
+        f"Vocabulary pruning supports byte-level BPE (GPT-2, Llama 3, SmolLM2, Qwen style), Unigram "
+        f"(T5's SentencePiece) and WordLevel tokenizers; this tokenizer is {kind}. "
+        "Train the student without pruning."
+    )
 
 
 def _merge_pairs(model: dict) -> list[tuple[str, str]]:
@@ -113,13 +127,15 @@ def kept_token_ids(tokenizer, texts: Iterable[str], extra_ids: Iterable[int] = (
     That is: every id ``texts`` encode to, with and without the tokenizer's special tokens; every
     special or added token; every byte-level base symbol (so any text still encodes); ``extra_ids``
     (e.g. a config's eos id); and the closure under BPE merges (a kept token made by merge ``a b``
-    keeps ``a`` and ``b``, recursively), which is what makes the pruned merge table exact. Pass the
+    keeps ``a`` and ``b``, recursively), which is what makes the pruned merge table exact. Unigram:
+    the unknown piece and every single-character piece instead of bytes and merges; WordLevel: the
+    unknown token. Pass the
     texts as the model reads and writes them (formatted prompts, prefixes, targets, rationales).
     Raises ValueError for a tokenizer that is not byte-level BPE.
     """
     from tokenizers.pre_tokenizers import ByteLevel
 
-    data = _bpe_json(tokenizer)
+    data = _tokenizer_json(tokenizer)
     model = data["model"]
     vocab = model["vocab"]
     kept = set(extra_ids)
@@ -129,6 +145,15 @@ def kept_token_ids(tokenizer, texts: Iterable[str], extra_ids: Iterable[int] = (
     kept.update(t["id"] for t in data.get("added_tokens", []))
     kept.update(tokenizer.all_special_ids)
     kept.update(_processor_ids(data.get("post_processor"))[1])
+    if model["type"] == "Unigram":  # pieces are [piece, score] pairs, the id is the position
+        if model.get("unk_id") is not None:
+            kept.add(model["unk_id"])
+        kept.update(i for i, (piece, _) in enumerate(vocab) if len(piece) == 1)  # any text still encodes
+        return sorted(kept)
+    if model["type"] == "WordLevel":
+        if model.get("unk_token") in vocab:
+            kept.add(vocab[model["unk_token"]])
+        return sorted(kept)
     # the byte alphabet the tokenizer has (SmolLM2 lacks the 21 bytes valid UTF-8 never uses)
     kept.update(vocab[c] for c in ByteLevel.alphabet() if c in vocab)
 
@@ -148,10 +173,22 @@ def kept_token_ids(tokenizer, texts: Iterable[str], extra_ids: Iterable[int] = (
 
 def prune_tokenizer_json(data: dict, kept: list[int]) -> dict:
     """A copy of a ``tokenizers`` JSON holding only the ``kept`` ids (closed, as ``kept_token_ids``
-    returns them), renumbered 0..K-1 in old-id order, with the merges whose result is kept."""
+    returns them), renumbered 0..K-1 in old-id order, with the merges whose result is kept (BPE),
+    the kept pieces and their scores (Unigram) or the kept words (WordLevel)."""
     new_id = {old: new for new, old in enumerate(kept)}
     model = dict(data["model"])
     vocab = model["vocab"]
+    if model["type"] in ("Unigram", "WordLevel"):
+        if model["type"] == "Unigram":
+            model["vocab"] = [vocab[i] for i in kept]
+            if model.get("unk_id") is not None:
+                model["unk_id"] = new_id[model["unk_id"]]
+        else:
+            model["vocab"] = {t: new_id[i] for t, i in sorted(vocab.items(), key=lambda item: item[1]) if i in new_id}
+        pruned = {**data, "model": model}
+        pruned["added_tokens"] = [{**t, "id": new_id[t["id"]]} for t in data.get("added_tokens", [])]
+        pruned["post_processor"] = _processor_ids(data.get("post_processor"), new_id)[0]
+        return pruned
     model["vocab"] = {t: new_id[i] for t, i in sorted(vocab.items(), key=lambda item: item[1]) if i in new_id}
     string_form = any(isinstance(m, str) for m in model["merges"])
     merges = [(a, b) for a, b in _merge_pairs(model) if vocab.get(_merge_result(a, b, model)) in new_id]
@@ -200,7 +237,7 @@ def _select_embedding_rows(model, kept: list[int]) -> int:
     if weight is None or weight.ndim != 2:
         raise ValueError(
             f"Vocabulary pruning found no token embedding in {type(model).__name__}: it supports "
-            "causal LMs with an input embedding matrix (Llama, SmolLM2, Qwen style)."
+            "models with an input embedding matrix (Llama, SmolLM2, Qwen, T5 style)."
         )
     if weight.shape[0] <= kept[-1]:
         raise ValueError(
@@ -250,10 +287,26 @@ def _pruned_tokenizer_config(source: Path, new_id: dict[int, int]) -> dict | Non
     return config
 
 
+def check_same_tokens(tokenizer, pruned_json: dict, texts: list[str], kept: list[int]) -> None:
+    """Raise ValueError unless the pruned tokenizer (``pruned_json``) encodes every text to the
+    original's ids, renumbered: the guarantee pruning gives, checked rather than assumed."""
+    from tokenizers import Tokenizer
+
+    pruned = Tokenizer.from_str(json.dumps(pruned_json))
+    original = tokenizer.backend_tokenizer
+    for special in (False, True):
+        before = original.encode_batch(texts, add_special_tokens=special)
+        after = pruned.encode_batch(texts, add_special_tokens=special)
+        for text, old, new in zip(texts, before, after):
+            if [kept[i] for i in new.ids] != old.ids:
+                raise ValueError(f"The pruned tokenizer splits {text[:60]!r} differently from the original "
+                                 f"({old.tokens[:8]} against {new.tokens[:8]}); train this student unpruned.")
+
+
 def prune_vocabulary(
     model_dir: str | Path, texts: Iterable[str], out_dir: str | Path, extra_ids: Iterable[int] = ()
 ) -> Path:
-    """Save to ``out_dir`` the causal checkpoint of ``model_dir`` with only the tokens ``texts`` need.
+    """Save to ``out_dir`` the checkpoint of ``model_dir`` (causal or seq2seq) with only the tokens ``texts`` need.
 
     The kept tokens (``kept_token_ids``, plus the config's special ids and ``extra_ids``) get new
     ids 0..K-1 in old-id order; the embedding rows (and LM head rows, if not tied) are selected;
@@ -262,20 +315,26 @@ def prune_vocabulary(
     loads it with no custom code. ``vocab_map.json`` records the kept old ids, K and the source.
     Other small files (``student_meta.json``, the model card, ...) are copied unchanged. The folder
     is built beside ``out_dir`` and renamed into place, so a crash never leaves a half folder there.
-    Raises ValueError for a tokenizer that is not byte-level BPE or a model without an embedding.
+    Every text is re-encoded with the pruned tokenizer before anything is written (``check_same_tokens``).
+    Raises ValueError for a tokenizer it cannot prune exactly or a model without an embedding.
     """
     from utils.config import atomic_write_json, atomic_write_text
     from utils.models import load_model, load_tokenizer, resolve_model
 
     # a bundled name becomes its converted folder; a hub id stays an id (no local files to copy)
     model_dir, out_dir = Path(resolve_model(model_dir)), Path(out_dir)
+    from transformers import AutoConfig
+
     tokenizer = load_tokenizer(model_dir)
-    data = _bpe_json(tokenizer)  # before loading the model: a T5 student fails fast
-    model = load_model(model_dir, "causal")
+    data = _tokenizer_json(tokenizer)  # before loading the model: an unsupported tokenizer fails fast
+    family = "seq2seq" if getattr(AutoConfig.from_pretrained(model_dir), "is_encoder_decoder", False) else "causal"
+    model = load_model(model_dir, family)
     special = _config_ids(model.config, getattr(model, "generation_config", None))
+    texts = list(texts)
     kept = kept_token_ids(tokenizer, texts, extra_ids=set(extra_ids) | special)
     new_id = {old: new for new, old in enumerate(kept)}
     tokenizer_json = prune_tokenizer_json(data, kept)
+    check_same_tokens(tokenizer, tokenizer_json, texts, kept)
     old_size = _select_embedding_rows(model, kept)
     model.config.vocab_size = len(kept)
     _remap_ids(model.config, new_id)
