@@ -515,6 +515,11 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _p_eq(p: float) -> str:
+    """A p-value in a sentence: ``= 0.163`` or ``< 0.001``."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
 def markdown_evaluation(report: dict) -> str:
     evaluation = report.get("evaluation")
     if not evaluation:
@@ -614,8 +619,9 @@ def markdown_cv(name: str, section: dict) -> str:
     if section["comparisons"]:
         lines += ["", _table(["variant - baseline", "difference (points)", "95% CI (paired bootstrap)",
                               "McNemar b / c", "p (exact)", "p (Holm)", "detectable at 80% power"],
-                             [[f"{c['variant']} - {c['baseline']}", _num(100 * c["difference"]),
-                               _ci(c["ci95"]), f"{c['mcnemar']['a_only']} / {c['mcnemar']['b_only']}",
+                             [[f"{c['variant']} - {c['baseline']}", f"{100 * c['difference']:+.1f}",
+                               f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}",
+                               f"{c['mcnemar']['a_only']} / {c['mcnemar']['b_only']}",
                                _p(c["p_value"]), _p(c["p_holm"]), f"±{_num(100 * c['mde_80'])}"]
                               for c in section["comparisons"]])]
         lines += ["", f"Reference: {section['paper_effect']}."]
@@ -634,8 +640,8 @@ def describe_cv(section: dict | None) -> str:
         verdict = ("significantly better" if c["p_holm"] < 0.05 and c["difference"] > 0 else
                    "significantly worse" if c["p_holm"] < 0.05 else "not significantly different")
         lines.append(f"{c['variant']} - {c['baseline']}: {100 * c['difference']:+.1f} points (95% CI "
-                     f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}), McNemar p = {c['p_value']:.3f}, Holm "
-                     f"p = {c['p_holm']:.3f}: {verdict}; the design detects ±{100 * c['mde_80']:.1f} points at 80% power.")
+                     f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}), McNemar p {_p_eq(c['p_value'])}, Holm "
+                     f"p {_p_eq(c['p_holm'])}: {verdict}; the design detects ±{100 * c['mde_80']:.1f} points at 80% power.")
     return "\n".join(lines)
 
 
