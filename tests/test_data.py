@@ -248,6 +248,27 @@ def test_save_dataset_writes_a_card(tmp_path, records):
     assert "generated here" in card and "Apache-2.0" in card
 
 
+def test_saving_again_replaces_the_dataset_and_a_failed_save_keeps_the_old_one(tmp_path, records, monkeypatch):
+    """A second save replaces the folder whole, even over the dataset it was loaded from; a save that
+    fails midway (here: writing the card) leaves the previous dataset as it was, and no temporary folder."""
+    import utils.data as data_module
+    from utils.data import load_dataset_from_run
+
+    save_dataset(build_rationale_dataset(records, "arith", "correct", TEST_EXAMPLES), tmp_path, {"task": "arith"})
+    loaded = load_dataset_from_run(tmp_path)  # memory-mapped from the folder it is saved over
+    out = save_dataset(loaded.filter(lambda row: bool(row["rationale"])), tmp_path, {"task": "arith"})
+    assert json.loads((out / "card.json").read_text())["splits"] == {"train": 2, "test": 0}
+
+    def broken_card(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(data_module, "dataset_card", broken_card)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_dataset(build_rationale_dataset(records, "arith", "all", TEST_EXAMPLES), tmp_path, {"task": "arith"})
+    assert len(load_dataset_from_run(tmp_path)["train"]) == 2  # the previous save, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+
+
 @pytest.mark.parametrize(
     ("task", "license_text"),
     [("svamp", "MIT"), ("cqa", "MIT"), ("esnli", "MIT"), ("anli1", "CC BY-NC 4.0")],

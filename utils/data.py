@@ -367,14 +367,30 @@ def dataset_card(dataset, info: dict | None = None) -> str:
 
 
 def save_dataset(dataset, run_dir: str | Path, info: dict | None = None) -> Path:
-    """Save under ``run_dir/dataset`` with a JSON card (``card.json``) and a dataset card (``README.md``)."""
+    """Save under ``run_dir/dataset`` with a JSON card (``card.json``) and a dataset card (``README.md``).
+
+    Everything is written to a folder beside it first and swapped in at the end, so a failure or a
+    kill midway leaves the dataset that was there (notebook 03 may be reading it) untouched."""
+    import os
+    import shutil
+
     from utils.config import atomic_write_json, atomic_write_text
 
     out = Path(run_dir) / "dataset"
-    dataset.save_to_disk(str(out))
-    card = {"splits": {k: len(v) for k, v in dataset.items()}, **(info or {})}
-    atomic_write_json(out / "card.json", card)
-    atomic_write_text(out / "README.md", dataset_card(dataset, info))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = out.with_name(f".dataset.tmp-{os.getpid()}"), out.with_name(f".dataset.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        dataset.save_to_disk(str(tmp))
+        card = {"splits": {k: len(v) for k, v in dataset.items()}, **(info or {})}
+        atomic_write_json(tmp / "card.json", card)
+        atomic_write_text(tmp / "README.md", dataset_card(dataset, info))
+        if out.exists():
+            os.replace(out, old)  # a dataset memory-mapped from it keeps reading the old files
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return out
 
 
