@@ -1,5 +1,8 @@
 """Costs: the ratios and sentences computed from measurements, and one model measured per process."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from utils.costs import compare_costs, describe_costs, latency_stats, measure_in_subprocess, percentile
@@ -58,3 +61,55 @@ def test_a_model_measured_in_its_own_process_does_not_carry_the_previous_ones_me
     assert alone["engine"] == "transformers" and alone["size_mb"] == pytest.approx(after_a["size_mb"])
     # B after A in one process holds A's weights too; B in its own process does not.
     assert after_a["peak_memory_mb"] > alone["peak_memory_mb"] + 0.5 * a_mb, (after_a, alone, a_mb)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_measuring_child_dies_with_its_parent(tmp_path):
+    """A parent started with die_with_parent's child is SIGKILLed (as a killed notebook kernel is):
+    the child must not outlive it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "from utils.costs import die_with_parent\n"
+         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=die_with_parent)\n"
+         "print(child.pid, flush=True)\n"
+         "time.sleep(60)\n"],
+        cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # alive while its parent is
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        # reaped by init once dead; a zombie still answers kill(0) for a moment
+        if open(f"/proc/{child}/stat").read().split()[2] == "Z":
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the child outlived its killed parent")
+
+
+def test_measure_in_subprocess_starts_its_child_with_die_with_parent(monkeypatch):
+    import subprocess
+
+    from utils import costs
+
+    seen = {}
+
+    def fake_run(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match="stop here"):
+        costs.measure_in_subprocess("student", model="x")
+    assert seen["preexec_fn"] is (costs.die_with_parent if sys.platform == "linux" else None)

@@ -207,6 +207,16 @@ def measure_from_spec(spec: dict) -> dict:
                                  spec.get("path"))
 
 
+def die_with_parent() -> None:
+    """In a child process on Linux (a ``preexec_fn``): ask the kernel to send it SIGTERM when its
+    parent dies, so a killed notebook kernel or test run leaves no measuring process behind, busy on
+    the cores. Hand-written: the standard library has no wrapper for ``prctl(PR_SET_PDEATHSIG)``."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def measure_in_subprocess(kind: str, timeout: float | None = 1800, **spec) -> dict:
     """``measure_student_costs`` or ``measure_teacher_costs`` (``kind``) in a fresh Python process,
     so the peak memory is that one model's; returns the same dict.
@@ -223,7 +233,7 @@ def measure_in_subprocess(kind: str, timeout: float | None = 1800, **spec) -> di
         # The repository root is the import root of utils (it is never installed), hence cwd.
         proc = subprocess.run([sys.executable, "-m", "utils", "costs", str(spec_path), "--out", str(out_path)],
                               cwd=REPO_ROOT, env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, preexec_fn=die_with_parent if sys.platform == "linux" else None)
         if proc.returncode != 0 or not out_path.exists():
             raise RuntimeError(f"Measuring the {kind} in its own process failed (exit {proc.returncode}):\n"
                                + (proc.stdout + proc.stderr)[-3000:])
