@@ -80,6 +80,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -516,21 +517,26 @@ def build_inputs(
         inits["causal+prune"] = causal_init(causal_layers, data, init_causal)
     if "seq2seq" in families:
         inits["seq2seq"] = seq2seq_init(corpus, work, seq2seq_shape)
-        inits["seq2seq+prune"] = seq2seq_pruned_init(data, inits["seq2seq"])
+        inits["seq2seq+prune"] = seq2seq_pruned_init(data, inits["seq2seq"], work / "seq2seq-pruned")
     return data, inits
 
 
-def seq2seq_pruned_init(data: str, source: str) -> str:
+def seq2seq_pruned_init(data: str, source: str, out: Path) -> str:
     """The seq2seq start checkpoint ``source`` with its vocabulary pruned to the dataset folder
-    ``data`` (``prune_vocab``, as ``train_student`` builds it): the LM head and the embedding keep
-    the rows of the tokens the rows use, here a few hundred of the t5-small shape's 32,128."""
+    ``data`` as ``train_student`` prunes it (``prune_vocab``: the texts of ``vocabulary_texts``),
+    written to ``out`` under the benchmark's own folder (``prune_student_vocab`` would cache it, and
+    this source is new each run): the LM head and the embedding keep the rows of the tokens the rows
+    use, here a few hundred of the t5-small shape's 32,128."""
     from datasets import load_from_disk
 
     from utils.config import load_config
-    from utils.student import prune_student_vocab
+    from utils.models import load_tokenizer
+    from utils.student import vocabulary_texts
+    from utils.vocab import prune_vocabulary
 
     config = load_config("tiny", student_family="seq2seq", prune_vocab=True)
-    return prune_student_vocab(source, load_from_disk(data), config)
+    texts = vocabulary_texts(load_from_disk(data), load_tokenizer(source), config)
+    return str(prune_vocabulary(source, texts, out))
 
 
 def run_child(args: list[str]) -> dict:
@@ -737,6 +743,7 @@ def main() -> None:
         "prompt + target; seq2seq: encoder + decoder), padding excluded; MFU: useful model FLOPs per second "
         "(6 x non-embedding params x real tokens + 6 x V x d x target positions) over the matmul peak."
     )
+    shutil.rmtree(work, ignore_errors=True)  # the data, start checkpoints and trainer outputs of this run
 
 
 if __name__ == "__main__":
