@@ -205,6 +205,18 @@ def test_holm_decides_what_counts_as_significantly_below(monkeypatch):
 # --- verify: recomputes every number and checks the split from hashes ------------------------------------
 
 
+def test_the_report_is_rebuilt_from_a_run_folder_given_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """As the CLI is used (``--run-dir runs/esnli``): load_cells then gives paths relative to the
+    working directory, and the rebuild must read them as they are, not under the sweep folder again."""
+    from utils.report import verify_predictions
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "esnli").mkdir(parents=True)
+    section = _build(Path("runs") / "esnli", monkeypatch, plan=[("standard", 2000, 0), ("dss", 250, 0)])
+    assert {(c["variant"], c["size"], c["n"]) for c in section["curves"]} == {("standard", 2000, TEST), ("dss", 250, TEST)}
+    assert verify_predictions(Path("runs") / "esnli") == []
+
+
 def test_verify_recomputes_the_study_and_the_report_matches_its_schema(study):
     from utils.report import load_report, validate_report, verify_predictions
 

@@ -270,12 +270,19 @@ def cell_size(cell: dict, pool: int) -> int:
     return round(cell["fraction"] * pool)
 
 
+def cell_dir(sweep_dir: str | Path, cell: dict) -> Path:
+    """A cell's folder: the report's ``dir`` (``cells/<variant>/<cell>``) is relative to the sweep
+    folder; ``utils.sweep.load_cells`` gives the path as found (absolute, or relative to the working
+    directory when the sweep folder was given that way), which is used as it is."""
+    path = Path(cell["dir"])
+    return path if path.is_absolute() or path.parts[:1] != ("cells",) else Path(sweep_dir) / path
+
+
 def size_results(cells: list[dict], sweep_dir: str | Path, task: str, pool: int, split: str = "test",
                  inference: str = "label") -> dict[tuple, dict[str, bool]]:
     """Every cell's per-item results, ``(variant, size, seed) -> {id: correct}``, scored again from
     the saved gold and prediction through the task's metric (the saved ``correct`` flag is not
-    trusted). A cell's ``dir`` is relative to ``sweep_dir`` (as in the report) or absolute (as
-    ``utils.sweep.load_cells`` gives it)."""
+    trusted). A cell's folder is found by ``cell_dir``."""
     from utils.metrics import score
 
     out: dict[tuple, dict[str, bool]] = {}
@@ -285,7 +292,7 @@ def size_results(cells: list[dict], sweep_dir: str | Path, task: str, pool: int,
         key = (cell["variant"], cell_size(cell, pool), cell["seed"])
         if key in out:
             raise ValueError(f"Two cells of {cell['variant']} at size {key[1]} with seed {key[2]}: one per size and seed.")
-        path = Path(sweep_dir) / cell["dir"] / cell["results"][split][inference]["predictions"]
+        path = cell_dir(sweep_dir, cell) / cell["results"][split][inference]["predictions"]
         rows = _read_rows(path)
         marks = score(task, [r["prediction"] for r in rows], [r["gold"] for r in rows])
         out[key] = {str(r["id"]): ok for r, ok in zip(rows, marks)}
