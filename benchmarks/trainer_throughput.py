@@ -523,20 +523,16 @@ def build_inputs(
 
 def seq2seq_pruned_init(data: str, source: str, out: Path) -> str:
     """The seq2seq start checkpoint ``source`` with its vocabulary pruned to the dataset folder
-    ``data`` as ``train_student`` prunes it (``prune_vocab``: the texts of ``vocabulary_texts``),
-    written to ``out`` under the benchmark's own folder (``prune_student_vocab`` would cache it, and
-    this source is new each run): the LM head and the embedding keep the rows of the tokens the rows
-    use, here a few hundred of the t5-small shape's 32,128."""
+    ``data`` as ``train_student`` prunes it (``prune_vocab``), written to ``out`` under the
+    benchmark's own folder rather than the cache (this source is new each run): the LM head and the
+    embedding keep the rows of the tokens the rows use, here a few hundred of the t5-small shape's 32,128."""
     from datasets import load_from_disk
 
     from utils.config import load_config
-    from utils.models import load_tokenizer
-    from utils.student import vocabulary_texts
-    from utils.vocab import prune_vocabulary
+    from utils.student import prune_student_vocab
 
     config = load_config("tiny", student_family="seq2seq", prune_vocab=True)
-    texts = vocabulary_texts(load_from_disk(data), load_tokenizer(source), config)
-    return str(prune_vocabulary(source, texts, out))
+    return prune_student_vocab(source, load_from_disk(data), config, out_dir=out)
 
 
 def run_child(args: list[str]) -> dict:

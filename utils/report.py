@@ -184,8 +184,7 @@ def verify_cv(run_dir: Path, name: str, section: dict, task: str) -> list[str]:
         for fold in section["folds_finished"]:
             cell_path = run_dir / f"{prefix}{fold}" / "cells" / variant / "f1-s0" / "cell.json"
             cell = json.loads(cell_path.read_text())
-            rows = [json.loads(line) for line in (cell_path.parent / cell["results"]["test"]["label"]["predictions"])
-                    .read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = _read_rows(cell_path.parent / cell["results"]["test"]["label"]["predictions"])
             trained = set(cell["ids"]["train"]) | set(cell["ids"].get("validation", []))
             marks = score(task, [r["prediction"] for r in rows], [r["gold"] for r in rows])
             for r, ok in zip(rows, marks):
@@ -229,7 +228,7 @@ def verify_predictions(run_dir: str | Path, task: str | None = None) -> list[str
             if not path.exists():
                 problems.append(f"{path}: missing")
                 continue
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = _read_rows(path)
             again = _accuracy(rows, task)
             if len(rows) != score["n"] or abs(again - score["accuracy"]) > 1e-9:
                 problems.append(f"{path}: report says {score['accuracy']:.4f} (n={score['n']}), "
@@ -522,6 +521,11 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _signed_ci(ci) -> str:
+    """An interval of a difference, in points with signs: ``-8.8 to +1.2``."""
+    return f"{100 * ci[0]:+.1f} to {100 * ci[1]:+.1f}"
+
+
 def _p_eq(p: float) -> str:
     """A p-value in a sentence: ``= 0.163`` or ``< 0.001``."""
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
@@ -598,7 +602,7 @@ def markdown_sweep(name: str, sweep: dict) -> str:
     if comps:
         comps = _with_holm(comps)
         crow = [[c["variant"], c["inference"], f"{100 * c['fraction']:g}%", len(c["seeds"]),
-                 f"{100 * c['difference']:+.1f}", f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}", _p(c["p_value"]),
+                 f"{100 * c['difference']:+.1f}", _signed_ci(c["ci95"]), _p(c["p_value"]),
                  _p(c["p_holm"]),
                  ", ".join(f"{m['a_only']}/{m['b_only']} p={_p(m['p_value'])} (Holm {_p(m['p_holm'])})"
                            for m in c["mcnemar"])]
@@ -627,7 +631,7 @@ def markdown_cv(name: str, section: dict) -> str:
         lines += ["", _table(["variant - baseline", "difference (points)", "95% CI (paired bootstrap)",
                               "McNemar b / c", "p (exact)", "p (Holm)", "detectable at 80% power"],
                              [[f"{c['variant']} - {c['baseline']}", f"{100 * c['difference']:+.1f}",
-                               f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}",
+                               _signed_ci(c["ci95"]),
                                f"{c['mcnemar']['a_only']} / {c['mcnemar']['b_only']}",
                                _p(c["p_value"]), _p(c["p_holm"]), f"±{_num(100 * c['mde_80'])}"]
                               for c in section["comparisons"]])]
@@ -647,7 +651,7 @@ def describe_cv(section: dict | None) -> str:
         verdict = ("significantly better" if c["p_holm"] < 0.05 and c["difference"] > 0 else
                    "significantly worse" if c["p_holm"] < 0.05 else "not significantly different")
         lines.append(f"{c['variant']} - {c['baseline']}: {100 * c['difference']:+.1f} points (95% CI "
-                     f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}), McNemar p {_p_eq(c['p_value'])}, Holm "
+                     f"{_signed_ci(c['ci95'])}), McNemar p {_p_eq(c['p_value'])}, Holm "
                      f"p {_p_eq(c['p_holm'])}: {verdict}; the design detects ±{100 * c['mde_80']:.1f} points at 80% power.")
     return "\n".join(lines)
 
@@ -706,7 +710,7 @@ def markdown_sizes(name: str, section: dict) -> str:
                           "verdict"],
                          [[r["variant"], f"{r['size']:,}", len(r["seeds"]), _pct(r["accuracy"]),
                            _pct(r["baseline_accuracy"]), f"{100 * r['difference']:+.1f}",
-                           f"{100 * r['ci95'][0]:+.1f} to {100 * r['ci95'][1]:+.1f}", _p(r["p_value"]),
+                           _signed_ci(r["ci95"]), _p(r["p_value"]),
                            _p(r["p_holm"]), f"±{_num(100 * r['mde_80'])}", r["verdict"]] for r in ranked])]
         lines += [""] + [f"- `{v}`: smallest size not significantly below {base}: "
                          + (f"**{size:,}** examples" if size is not None else "**none** (below at every size tested)")
@@ -721,7 +725,7 @@ def markdown_sizes(name: str, section: dict) -> str:
                       f"pooled over seeds; Holm over these {len(comps)} rows):", "",
                   _table(["variant", "examples", "seeds", "difference (points)", "95% CI", "p (bootstrap)", "p (Holm)"],
                          [[c["variant"], f"{round(c['fraction'] * pool):,}", len(c["seeds"]),
-                           f"{100 * c['difference']:+.1f}", f"{100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}",
+                           f"{100 * c['difference']:+.1f}", _signed_ci(c["ci95"]),
                            _p(c["p_value"]), _p(c["p_holm"])] for c in comps])]
     return "\n".join(lines)
 
@@ -783,9 +787,8 @@ def describe_sizes(section: dict | None, command: str = SIZES_COMMAND) -> str:
 def _diff(r: dict) -> str:
     """A data-efficiency row's difference in words: interval, test, seeds, Holm p, detectable effect."""
     seeds = len(r["seeds"])
-    p = "< 0.001" if r["p_holm"] < 0.001 else f"= {r['p_holm']:.3f}"
-    return (f"{100 * r['difference']:+.1f} points (95% CI {100 * r['ci95'][0]:+.1f} to {100 * r['ci95'][1]:+.1f}, "
-            f"paired bootstrap over {r['n']} test items pooled over {seeds} seed{'s' * (seeds > 1)}, Holm p {p}; "
+    return (f"{100 * r['difference']:+.1f} points (95% CI {_signed_ci(r['ci95'])}, "
+            f"paired bootstrap over {r['n']} test items pooled over {seeds} seed{'s' * (seeds > 1)}, Holm p {_p_eq(r['p_holm'])}; "
             f"one seed's design detects ±{100 * r['mde_80']:.1f} points at 80% power)")
 
 

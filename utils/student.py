@@ -625,9 +625,10 @@ def vocabulary_texts(dataset, tokenizer, config) -> list[str]:
     return texts
 
 
-def prune_student_vocab(source: str, dataset, config) -> str:
+def prune_student_vocab(source: str, dataset, config, out_dir: str | Path | None = None) -> str:
     """``source`` with its vocabulary cut to ``vocabulary_texts`` (``utils.vocab.prune_vocabulary``),
-    built once per source and token set under the cache folder; the logits at the kept tokens are the
+    built once per source and token set under the cache folder (or written to ``out_dir``, uncached,
+    for a source that lives no longer than its pruned copy); the logits at the kept tokens are the
     unpruned model's. Students with a byte-level BPE (SmolLM2, GPT-2, Llama 3), Unigram (T5's
     SentencePiece) or WordLevel tokenizer (the tiny T5); others raise a ValueError."""
     import hashlib
@@ -641,6 +642,8 @@ def prune_student_vocab(source: str, dataset, config) -> str:
         return source  # pruned already
     tokenizer = load_tokenizer(source)
     texts = vocabulary_texts(dataset, tokenizer, config)
+    if out_dir is not None:
+        return str(prune_vocabulary(source, texts, out_dir))
     kept = kept_token_ids(tokenizer, texts)
     key = hashlib.sha256(json.dumps([str(source), kept]).encode()).hexdigest()[:12]
     safe = Path(str(source).rstrip("/")).name

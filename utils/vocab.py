@@ -64,9 +64,6 @@ def _has_byte_level(pre_tokenizer: dict | None) -> bool:
     return pre_tokenizer.get("type") == "ByteLevel" or any(_has_byte_level(p) for p in parts)
 
 
-PRUNABLE_MODELS = ("BPE", "Unigram", "WordLevel")  # tokenizers models prune_vocabulary handles
-
-
 def _tokenizer_json(tokenizer) -> dict:
     """The ``tokenizers`` JSON of a fast tokenizer, or a clear error if it cannot be pruned exactly:
     byte-level BPE (then the 256 byte symbols spell any text; a SentencePiece-style BPE, Llama 2 or
@@ -178,27 +175,22 @@ def prune_tokenizer_json(data: dict, kept: list[int]) -> dict:
     new_id = {old: new for new, old in enumerate(kept)}
     model = dict(data["model"])
     vocab = model["vocab"]
-    if model["type"] in ("Unigram", "WordLevel"):
-        if model["type"] == "Unigram":
-            model["vocab"] = [vocab[i] for i in kept]
-            if model.get("unk_id") is not None:
-                model["unk_id"] = new_id[model["unk_id"]]
-        else:
-            model["vocab"] = {t: new_id[i] for t, i in sorted(vocab.items(), key=lambda item: item[1]) if i in new_id}
-        pruned = {**data, "model": model}
-        pruned["added_tokens"] = [{**t, "id": new_id[t["id"]]} for t in data.get("added_tokens", [])]
-        pruned["post_processor"] = _processor_ids(data.get("post_processor"), new_id)[0]
-        return pruned
-    model["vocab"] = {t: new_id[i] for t, i in sorted(vocab.items(), key=lambda item: item[1]) if i in new_id}
-    string_form = any(isinstance(m, str) for m in model["merges"])
-    merges = [(a, b) for a, b in _merge_pairs(model) if vocab.get(_merge_result(a, b, model)) in new_id]
-    missing = sorted({p for pair in merges for p in pair if vocab.get(p) not in new_id})
-    if missing:
-        raise ValueError(
-            f"The kept ids are not closed under the BPE merges (missing parts {missing[:5]}): "
-            "compute them with kept_token_ids."
-        )
-    model["merges"] = [" ".join(m) if string_form else list(m) for m in merges]
+    if model["type"] == "Unigram":  # [piece, score] pairs, the id is the position
+        model["vocab"] = [vocab[i] for i in kept]
+        if model.get("unk_id") is not None:
+            model["unk_id"] = new_id[model["unk_id"]]
+    else:  # BPE and WordLevel: token -> id
+        model["vocab"] = {t: new_id[i] for t, i in sorted(vocab.items(), key=lambda item: item[1]) if i in new_id}
+    if model["type"] == "BPE":
+        string_form = any(isinstance(m, str) for m in model["merges"])
+        merges = [(a, b) for a, b in _merge_pairs(model) if vocab.get(_merge_result(a, b, model)) in new_id]
+        missing = sorted({p for pair in merges for p in pair if vocab.get(p) not in new_id})
+        if missing:
+            raise ValueError(
+                f"The kept ids are not closed under the BPE merges (missing parts {missing[:5]}): "
+                "compute them with kept_token_ids."
+            )
+        model["merges"] = [" ".join(m) if string_form else list(m) for m in merges]
     pruned = {**data, "model": model}
     pruned["added_tokens"] = [{**t, "id": new_id[t["id"]]} for t in data.get("added_tokens", [])]
     pruned["post_processor"] = _processor_ids(data.get("post_processor"), new_id)[0]
