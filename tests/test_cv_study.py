@@ -195,3 +195,17 @@ def test_the_committed_cross_validated_study_recomputes_from_its_predictions():
         for cell in report[name]["cells"]:
             test_ids = set(cell["ids"]["test"])
             assert not test_ids & (set(cell["ids"]["train"]) | set(cell["ids"]["validation"]))
+
+
+def test_verify_wants_every_item_predicted_once_every_fold_finished(finished_study):
+    run_dir, _, _ = finished_study
+    section = cv_summary(run_dir, "svamp", ["standard", "dss", "ltr"], k=2)
+    assert verify_cv(run_dir, "svamp_cv", section, "svamp") == []
+    path = run_dir / "svamp_cv_fold1" / "cells" / "standard" / "f1-s0" / "predictions_test_label.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[1:]))  # one held-out item lost its prediction; the cell still lists it
+    with pytest.raises(ValueError, match="same items"):  # pooling it again refuses
+        cv_summary(run_dir, "svamp", ["standard", "dss", "ltr"], k=2)
+    problems = verify_cv(run_dir, "svamp_cv", section, "svamp")
+    assert "svamp_cv standard: 1 items of the data have no prediction" in problems
+    assert not any("dss" in p and "no prediction" in p for p in problems)

@@ -173,11 +173,12 @@ def cv_sections(report: dict) -> dict[str, dict]:
 
 def verify_cv(run_dir: Path, name: str, section: dict, task: str) -> list[str]:
     """Recompute a pooled section from the folds' prediction files: every variant predicts each
-    item exactly once, from a cell that never trained or validated on it; pooled accuracies and
-    McNemar counts equal what the report says (gold against prediction, through the task's metric)."""
+    item exactly once, from a cell that never trained or validated on it (and, once every fold
+    finished, every item of the data has its prediction); pooled accuracies and McNemar counts equal
+    what the report says (gold against prediction, through the task's metric)."""
     from utils.metrics import score
 
-    problems, correct = [], {}
+    problems, correct, universes = [], {}, set()
     prefix = name + "_fold"
     for row in section["summary"]:
         variant, seen = row["variant"], {}
@@ -186,6 +187,7 @@ def verify_cv(run_dir: Path, name: str, section: dict, task: str) -> list[str]:
             cell = json.loads(cell_path.read_text())
             rows = _read_rows(cell_path.parent / cell["results"]["test"]["label"]["predictions"])
             trained = set(cell["ids"]["train"]) | set(cell["ids"].get("validation", []))
+            universes.add(frozenset(trained | set(cell["ids"]["test"])))
             marks = score(task, [r["prediction"] for r in rows], [r["gold"] for r in rows])
             for r, ok in zip(rows, marks):
                 if r["id"] in trained:
@@ -194,12 +196,19 @@ def verify_cv(run_dir: Path, name: str, section: dict, task: str) -> list[str]:
                     problems.append(f"{name} {variant}: {r['id']} predicted twice")
                 seen[r["id"]] = ok
         correct[variant] = seen
+        if len(universes) == 1 and sorted(section["folds_finished"]) == list(range(section.get("k", -1))):
+            missing = len(next(iter(universes)) - set(seen))
+            if missing:  # every fold finished: each item of the data must have its one prediction
+                problems.append(f"{name} {variant}: {missing} items of the data have no prediction")
         again = sum(seen.values()) / len(seen) if seen else None
         if not seen and row["n"] == 0:
             continue  # no fold finished by every variant yet: nothing to recompute
         if len(seen) != row["n"] or again is None or abs(again - row["accuracy"]) > 1e-9:
             problems.append(f"{name} {variant}: report says {row['accuracy']} (n={row['n']}), "
                             f"predictions give {again} (n={len(seen)})")
+    if len(universes) > 1:
+        problems.append(f"{name}: the cells' train, validation and test ids cover different items "
+                        f"({sorted(len(u) for u in universes)}): folds of different data?")
     for comp in section["comparisons"]:
         a, b = correct[comp["variant"]], correct[comp["baseline"]]
         a_only = sum(1 for i in a if a[i] and not b.get(i))
