@@ -32,11 +32,11 @@ def _fake_datasets() -> dict:
 
 
 def _outcome(variant: str, size: int, seed: int) -> dict[str, bool]:
-    """Item i of the test items is right for standard at 2000 when i % 10 < 7 (70 %; seed 0 also gets
-    t9 right); dss at 250, ltr everywhere and dss-all4 lose 25 of those items, standard below 2000
-    loses 3; the other cells equal standard at 2000, item by item."""
+    """Item i of the test items is right for standard at 1000 when i % 10 < 7 (70 %; seed 0 also gets
+    t9 right); dss at 125, ltr everywhere and dss-all4 lose 25 of those items, standard below 1000
+    loses 3; the other cells equal standard at 1000, item by item."""
     right = {f"t{i}": i % 10 < 7 or (seed == 0 and i == 9) for i in range(TEST)}
-    if (variant, size) == ("dss", 250) or variant in ("ltr", "dss-all4") or (variant == "standard" and size < 2000):
+    if (variant, size) == ("dss", 125) or variant in ("ltr", "dss-all4") or (variant == "standard" and size < 1000):
         lost = [i for i in right if right[i]][:25 if variant != "standard" else 3]
         right.update({i: False for i in lost})
     return right
@@ -107,13 +107,25 @@ def study(built, tmp_path):
 
 def test_the_plan_finishes_a_whole_one_seed_grid_before_the_next_seed():
     plan = esnli_plan((0, 1, 2))
-    assert len(plan) == 36 and len(set(plan)) == 36
-    assert [seed for _, _, seed in plan] == [0] * 12 + [1] * 12 + [2] * 12
-    assert plan[:12] == [("standard", 2000, 0),
-                         ("standard", 1000, 0), ("dss", 1000, 0), ("ltr", 1000, 0),
+    assert len(plan) == 32 and len(set(plan)) == 32
+    assert [seed for _, _, seed in plan] == [0] * 12 + [1] * 10 + [2] * 10  # the sources at seed 0 only
+    assert plan[:12] == [("standard", 1000, 0),
                          ("standard", 500, 0), ("dss", 500, 0), ("ltr", 500, 0),
                          ("standard", 250, 0), ("dss", 250, 0), ("ltr", 250, 0),
-                         ("dss-human1", 500, 0), ("dss-all4", 500, 0)]
+                         ("standard", 125, 0), ("dss", 125, 0), ("ltr", 125, 0),
+                         ("dss-human1", 250, 0), ("dss-all4", 250, 0)]
+    assert plan[12:14] == [("standard", 1000, 1), ("standard", 500, 1)] and ("dss-human1", 250, 1) not in plan
+
+
+def test_small_sizes_may_train_more_epochs_so_every_cell_may_take_the_same_steps():
+    from utils.recipes import ESNLI_MIN_STEPS, esnli_epochs
+
+    assert ESNLI_MIN_STEPS == 64
+    assert [esnli_epochs(n, 16, 4.0) for n in (125, 250, 500, 1000)] == [8.0, 4.0, 4.0, 4.0]
+    assert esnli_epochs(100, 16, 4.0) == 10.0  # 7 steps an epoch: 10 epochs reach 64
+    assert esnli_epochs(125, 32, 4.0) == 16.0
+    with pytest.raises(ValueError, match="size and batch_size"):
+        esnli_epochs(0, 16, 4.0)
 
 
 def test_esnli_study_calls_the_sweep_seed_by_seed_in_the_layout_it_resumes(tmp_path, monkeypatch):
@@ -123,20 +135,21 @@ def test_esnli_study_calls_the_sweep_seed_by_seed_in_the_layout_it_resumes(tmp_p
 
     def fake_run_sweep(config, fractions, seeds=None, *, dataset=None, run_dir=None, variants=None, name="sweep",
                        splits=("test",), log=print, **kwargs):
-        calls.append(([v.name for v in variants], [round(f * POOL) for f in fractions], tuple(seeds), name, splits))
+        calls.append(([v.name for v in variants], [round(f * POOL) for f in fractions], tuple(seeds), name, splits,
+                      config.epochs))
         return []
 
     monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
     monkeypatch.setattr(recipes, "esnli_datasets", lambda root: _fake_datasets())
     monkeypatch.setattr(recipes, "esnli_report", lambda *a, **k: reports.append(len(calls)) or {"seed": len(calls)})
     recipes.esnli_study(None, tmp_path, seeds=(2, 0), log=lambda *a: None)
-    assert [c[2] for c in calls] == [(2,)] * 3 + [(0,)] * 3  # one seed at a time, in the order given
+    # one seed at a time, in the order given; one call a size; seed 2 does not vary the source
+    assert [c[2] for c in calls] == [(2,)] * 4 + [(0,)] * 5
     assert all(c[3] == ESNLI_SECTION and c[4] == ("test",) for c in calls)
-    # run_sweep walks sizes largest first, then the variants: together the calls train esnli_plan's order
-    trained = [(v, n, c[2][0]) for c in calls for n in sorted(c[1], reverse=True) for v in c[0]]
-    assert trained == esnli_plan((2, 0))
-    assert calls[1][1] == [1000, 500, 250]
-    assert reports == [3, 6]  # the section is rebuilt after every seed's grid
+    trained = [(v, n, c[2][0]) for c in calls for n in c[1] for v in c[0]]
+    assert trained == esnli_plan((2, 0))  # together the calls train esnli_plan's order
+    assert [(c[1], c[5]) for c in calls[:4]] == [([1000], 4.0), ([500], 4.0), ([250], 4.0), ([125], 8.0)]
+    assert reports == [4, 9]  # the section is rebuilt after every seed's grid
     with pytest.raises(ValueError, match="distinct"):
         recipes.esnli_study(None, tmp_path, seeds=(0, 0))
 
@@ -149,32 +162,34 @@ def test_data_efficiency_pairs_seeds_and_finds_the_smallest_size_not_below_stand
 
     run_dir, section = study
     eff = section["data_efficiency"]
-    assert (eff["baseline"], eff["baseline_size"]) == ("standard", 2000)
-    assert eff["smallest"] == {"dss": 500, "dss-all4": None, "dss-human1": 500, "ltr": None}
+    assert (eff["baseline"], eff["baseline_size"]) == ("standard", 1000)
+    assert eff["smallest"] == {"dss": 250, "dss-all4": None, "dss-human1": 250, "ltr": None}
     rows = {(r["variant"], r["size"]): r for r in eff["rows"]}
-    assert set(rows) == {("dss", 250), ("dss", 500), ("dss", 1000), ("ltr", 250), ("ltr", 500), ("ltr", 1000),
-                         ("dss-human1", 500), ("dss-all4", 500)}  # rationale variants only, standard is the baseline
-    below = rows[("dss", 250)]
+    assert set(rows) == {("dss", 125), ("dss", 250), ("dss", 500), ("ltr", 125), ("ltr", 250), ("ltr", 500),
+                         ("dss-human1", 250), ("dss-all4", 250)}  # rationale variants only, standard is the baseline
+    assert rows[("dss-all4", 250)]["seeds"] == [0]
+    below = rows[("dss", 125)]
     assert below["seeds"] == [0, 1, 2] and below["n"] == TEST
     assert below["difference"] == pytest.approx(-25 / TEST) and below["below"] and below["ci95"][1] < 0
-    equal = rows[("dss", 500)]
+    equal = rows[("dss", 250)]
     assert equal["difference"] == 0 and equal["p_value"] == 1 and not equal["below"]
     assert [r["p_holm"] for r in eff["rows"]] == pytest.approx(holm([r["p_value"] for r in eff["rows"]]))
     assert below["mcnemar"][0] == {"seed": 0, "a_only": 0, "b_only": 25, "p_value": pytest.approx(2 / 2**25)}
     curves = {(r["variant"], r["size"]): r for r in section["curves"]}
-    base = curves[("standard", 2000)]
+    base = curves[("standard", 1000)]
     assert base["seeds"] == 3 and base["mean"] == pytest.approx((43 + 42 + 42) / 3 / TEST)  # seed 0 gets t9 too
     assert base["std"] > 0 and base["ci95"][0] < base["mean"] < base["ci95"][1]
-    assert section["grid"] == {"expected": 36, "finished": 36, "seeds": {"0": [12, 12], "1": [12, 12], "2": [12, 12]}}
+    assert section["grid"] == {"expected": 32, "finished": 32, "seeds": {"0": [12, 12], "1": [10, 10], "2": [10, 10]}}
+    assert section["design"]["source_seeds"] == [0] and section["design"]["min_steps"] == 64
     assert section["teacher"]["n"] == TEST and section["test_items"] == TEST and section["pool"] == POOL
 
 
 def test_a_seed_the_baseline_lacks_is_left_out_of_the_pairing(tmp_path, monkeypatch):
-    plan = [key for key in esnli_plan() if key != ("standard", 2000, 2)]
+    plan = [key for key in esnli_plan() if key != ("standard", 1000, 2)]
     section = _build(tmp_path, monkeypatch, plan)
     rows = {(r["variant"], r["size"]): r for r in section["data_efficiency"]["rows"]}
-    assert rows[("dss", 500)]["seeds"] == [0, 1]
-    assert section["grid"]["finished"] == 35 and section["grid"]["seeds"]["2"] == [11, 12]
+    assert rows[("dss", 250)]["seeds"] == [0, 1]
+    assert section["grid"]["finished"] == 31 and section["grid"]["seeds"]["2"] == [9, 10]
 
 
 def test_holm_decides_what_counts_as_significantly_below(monkeypatch):
@@ -212,8 +227,8 @@ def test_the_report_is_rebuilt_from_a_run_folder_given_relative_to_the_working_d
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "esnli").mkdir(parents=True)
-    section = _build(Path("runs") / "esnli", monkeypatch, plan=[("standard", 2000, 0), ("dss", 250, 0)])
-    assert {(c["variant"], c["size"], c["n"]) for c in section["curves"]} == {("standard", 2000, TEST), ("dss", 250, TEST)}
+    section = _build(Path("runs") / "esnli", monkeypatch, plan=[("standard", 1000, 0), ("dss", 125, 0)])
+    assert {(c["variant"], c["size"], c["n"]) for c in section["curves"]} == {("standard", 1000, TEST), ("dss", 125, TEST)}
     assert verify_predictions(Path("runs") / "esnli") == []
 
 
@@ -224,7 +239,7 @@ def test_verify_recomputes_the_study_and_the_report_matches_its_schema(study):
     assert verify_predictions(run_dir) == []
     validate_report(load_report(run_dir))
     hashes = json.loads((run_dir / ESNLI_SECTION / "premise_hashes.json").read_text())["premises"]
-    assert len(hashes) == 2002 + VALIDATION + TEST  # every id some cell used (seed 2's 2000 end at p2001)
+    assert len(hashes) == 1002 + VALIDATION + TEST  # every id some cell used (seed 2's 1000 end at p1001)
     assert all(len(h) == 12 and int(h, 16) >= 0 for h in hashes.values())
     assert hashes["t0"] == hashes["t1"] != hashes["t2"]  # one premise, one hash
     assert "test premise" not in (run_dir / ESNLI_SECTION / "premise_hashes.json").read_text()  # no texts
@@ -310,20 +325,20 @@ def test_the_markdown_and_the_sentences_state_the_finding(study):
     run_dir, section = study
     text = render_markdown(run_dir)
     assert "#### esnli_sizes: test accuracy (%) by training size" in text
-    # standard: 40/39/39 right at 250-1000, 43/42/42 at 2000 (seed 0 gets one more)
+    # standard: 40/39/39 right at 125-500, 43/42/42 at 1000 (seed 0 gets one more)
     assert "| standard | 65.6 ± 1.0 (3) [" in text and "| 70.6 ± 1.0 (3) [" in text
-    assert text.index("| dss | 250 | 3 | 28.9 | 70.6 | -41.7 |") < text.index("| ltr | 250 |") \
-        < text.index("| dss-human1 | 500 |")  # the design's order, not the alphabet's
-    assert "`dss`: smallest size not significantly below `standard` at 2,000 examples: **500** examples" in text
-    assert "`ltr`: smallest size not significantly below `standard` at 2,000 examples: **none**" in text
+    assert text.index("| dss | 125 | 3 | 28.9 | 70.6 | -41.7 |") < text.index("| ltr | 125 |") \
+        < text.index("| dss-human1 | 250 |")  # the design's order, not the alphabet's
+    assert "`dss`: smallest size not significantly below `standard` at 1,000 examples: **250** examples" in text
+    assert "`ltr`: smallest size not significantly below `standard` at 1,000 examples: **none**" in text
     assert "Teacher, PaLM 540B (fake), on the same 60 test items: 83.3 %" in text
     assert "At equal size, paired against `standard`" in text
     words = describe_sizes(section)
-    assert words.startswith("Complete grid: 36 of 36 cells finished")
+    assert words.startswith("Complete grid: 32 of 32 cells finished")
     assert ("In the paper's terms: the smallest training size at which dss is not significantly below standard at "
-            "2,000 examples is 500 examples (25 % of the baseline's data; sizes tested: 250, 500, 1,000): +0.0 points "
+            "1,000 examples is 250 examples (25 % of the baseline's data; sizes tested: 125, 250, 500): +0.0 points "
             "(95% CI +0.0 to +0.0, paired bootstrap over 60 test items pooled over 3 seeds, Holm p = 1.000") in words
-    assert "ltr is significantly below standard at 2,000 examples at every size tested (250, 500, 1,000)" in words
+    assert "ltr is significantly below standard at 1,000 examples at every size tested (125, 250, 500)" in words
 
 
 def test_describe_sizes_without_a_section_and_with_a_partial_grid(tmp_path, monkeypatch):
@@ -332,15 +347,15 @@ def test_describe_sizes_without_a_section_and_with_a_partial_grid(tmp_path, monk
     empty = describe_sizes(None)
     assert "not run yet" in empty and "python -m utils study --design sizes" in empty
     seed0 = [key for key in esnli_plan() if key[2] == 0]
-    partial = _build(tmp_path, monkeypatch, seed0 + [("standard", 2000, 1), ("dss", 1000, 1)])
+    partial = _build(tmp_path, monkeypatch, seed0 + [("standard", 1000, 1), ("dss", 500, 1)])
     words = describe_sizes(partial)
-    assert words.startswith("Partial grid: 14 of 36 cells finished (seed 0: 12 of 12, seed 1: 2 of 12, "
-                            "seed 2: 0 of 12)")
+    assert words.startswith("Partial grid: 14 of 32 cells finished (seed 0: 12 of 12, seed 1: 2 of 10, "
+                            "seed 2: 0 of 10)")
     assert "will move as the rest finish" in words and "pooled over 1 seed," in words
-    _cell_json(tmp_path, "standard", 2000, 0).unlink()
-    no_baseline = _build(tmp_path, monkeypatch, [])  # the cells left on disk: standard at 2000 only for seed 1
+    _cell_json(tmp_path, "standard", 1000, 0).unlink()
+    no_baseline = _build(tmp_path, monkeypatch, [])  # the cells left on disk: standard at 1000 only for seed 1
     assert "cannot be tested yet" not in describe_sizes(no_baseline)  # seed 1's dss is paired
-    _cell_json(tmp_path, "standard", 2000, 1).unlink()
+    _cell_json(tmp_path, "standard", 1000, 1).unlink()
     assert "cannot be tested yet" in describe_sizes(_build(tmp_path, monkeypatch, []))
 
 
@@ -352,7 +367,7 @@ def test_the_size_plot_writes_a_png(study):
     fig = plot_size_curves(section, run_dir / "again.png", title="t")
     assert (run_dir / "again.png").stat().st_size > 1000
     assert fig.axes[0].get_xscale() == "log"
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["250", "500", "1,000", "2,000"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["125", "250", "500", "1,000"]
     with pytest.raises(ValueError, match="no finished cell"):
         plot_size_curves({**section, "curves": []}, run_dir / "none.png")
 

@@ -207,6 +207,7 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                         "ids": {split: list(data[split]["id"]) for split in data},
                         "machine": machine_info(),
                         "n_rationales": sum(1 for r in data["train"]["rationale"] if r),
+                        "epochs_cap": cfg.epochs,  # the most epochs it could train (early stopping may stop sooner)
                         "parameters": count_parameters(model), "model": str(model_dir) if given or keep_models else None,
                         "results": results, "seconds": time.perf_counter() - start,
                         # CPU time of this process, all threads: unlike wall seconds, not inflated by a
