@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from utils.config import REPO_ROOT
-from utils.recipes import cv_folds, cv_summary
+from utils.recipes import cv_folds, cv_summary, paper_reference
 from utils.report import cv_sections, markdown_cv, verify_cv
 from utils.stats import minimum_detectable_effect
 
@@ -90,6 +90,12 @@ def test_pooled_summary_pairs_every_item_and_states_power(finished_study):
     text = describe_cv(section)
     assert "ltr - standard: +15.0 points" in text and "significantly better" in text
     assert "dss - standard: +1.0 points" in text and "not significantly different" in text
+    assert section["paper_difference"] == pytest.approx(0.0287)  # Table 1, SVAMP: 65.50 - 62.63
+    assert text.count("more than the paper's +2.9.") == 2  # 200 items cannot see the paper's effect
+    assert "Reference: Hsieh et al. 2023, Table 1" in markdown_cv("svamp_cv", section)
+    other = {**section, **paper_reference("cqa")}  # a task the course has no Table 1 numbers for
+    assert other["paper_difference"] is None and "paper's" not in describe_cv(other)
+    assert "Reference" not in markdown_cv("cqa_cv", other)
     assert cv_sections({"svamp_cv": section, "other": {"summary": []}}) == {"svamp_cv": section}
     from utils.evaluation import plot_paired_differences
 

@@ -349,12 +349,15 @@ def plot_size_curves(section: dict, out_path: str | Path, title: str = ""):
     return fig
 
 
-def plot_paired_differences(section: dict, out_path: str | Path, paper_effect: float | None = 2.9,
+def plot_paired_differences(section: dict, out_path: str | Path, paper_effect: float | None = None,
                             title: str = ""):
     """A cross-validated study's paired differences against its baseline (``utils.recipes.cv_summary``):
     each variant's difference in points with its 95% paired-bootstrap interval, zero, the design's
-    minimum detectable effect at 80 % power (shaded, around zero) and the paper's effect for scale."""
+    minimum detectable effect at 80 % power (shaded, around zero) and, for scale, the paper's effect
+    in points (default: the section's ``paper_difference``; none drawn for a task without one)."""
     plt = load_pyplot()
+    if paper_effect is None and section.get("paper_difference") is not None:
+        paper_effect = round(100 * section["paper_difference"], 2)
     comps = section["comparisons"]
     fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.7 * max(1, len(comps))))
     for y, comp in enumerate(comps):

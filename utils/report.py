@@ -644,7 +644,8 @@ def markdown_cv(name: str, section: dict) -> str:
                                f"{c['mcnemar']['a_only']} / {c['mcnemar']['b_only']}",
                                _p(c["p_value"]), _p(c["p_holm"]), f"±{_num(100 * c['mde_80'])}"]
                               for c in section["comparisons"]])]
-        lines += ["", f"Reference: {section['paper_effect']}."]
+        if section.get("paper_effect"):
+            lines += ["", f"Reference: {section['paper_effect']}."]
     return "\n".join(lines)
 
 
@@ -656,12 +657,16 @@ def describe_cv(section: dict | None) -> str:
         return "The study has not finished a fold with every variant yet."
     lines = [f"{len(section['folds_finished'])} of {section['k']} folds finished "
              f"({section['comparisons'][0]['n']} items, each predicted once per variant)."]
+    paper = section.get("paper_difference")
     for c in section["comparisons"]:
         verdict = ("significantly better" if c["p_holm"] < 0.05 and c["difference"] > 0 else
                    "significantly worse" if c["p_holm"] < 0.05 else "not significantly different")
+        scale = "" if paper is None else (
+            f", {'more' if c['mde_80'] > abs(paper) else 'no more'} than the paper's {100 * paper:+.1f}")
         lines.append(f"{c['variant']} - {c['baseline']}: {100 * c['difference']:+.1f} points (95% CI "
                      f"{_signed_ci(c['ci95'])}), McNemar p {_p_eq(c['p_value'])}, Holm "
-                     f"p {_p_eq(c['p_holm'])}: {verdict}; the design detects ±{100 * c['mde_80']:.1f} points at 80% power.")
+                     f"p {_p_eq(c['p_holm'])}: {verdict}; the design detects ±{100 * c['mde_80']:.1f} points "
+                     f"at 80% power{scale}.")
     return "\n".join(lines)
 
 
