@@ -196,10 +196,6 @@ def verify_cv(run_dir: Path, name: str, section: dict, task: str) -> list[str]:
                     problems.append(f"{name} {variant}: {r['id']} predicted twice")
                 seen[r["id"]] = ok
         correct[variant] = seen
-        if len(universes) == 1 and sorted(section["folds_finished"]) == list(range(section.get("k", -1))):
-            missing = len(next(iter(universes)) - set(seen))
-            if missing:  # every fold finished: each item of the data must have its one prediction
-                problems.append(f"{name} {variant}: {missing} items of the data have no prediction")
         again = sum(seen.values()) / len(seen) if seen else None
         if not seen and row["n"] == 0:
             continue  # no fold finished by every variant yet: nothing to recompute
@@ -209,6 +205,11 @@ def verify_cv(run_dir: Path, name: str, section: dict, task: str) -> list[str]:
     if len(universes) > 1:
         problems.append(f"{name}: the cells' train, validation and test ids cover different items "
                         f"({sorted(len(u) for u in universes)}): folds of different data?")
+    elif universes and sorted(section["folds_finished"]) == list(range(section["k"])):
+        for variant, seen in correct.items():  # every fold finished: each item has its one prediction
+            missing = len(next(iter(universes)) - set(seen))
+            if missing:
+                problems.append(f"{name} {variant}: {missing} items of the data have no prediction")
     for comp in section["comparisons"]:
         a, b = correct[comp["variant"]], correct[comp["baseline"]]
         a_only = sum(1 for i in a if a[i] and not b.get(i))
