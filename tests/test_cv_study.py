@@ -9,7 +9,7 @@ import pytest
 from utils.config import REPO_ROOT
 from utils.recipes import cv_folds, cv_summary, paper_reference
 from utils.report import cv_sections, markdown_cv, verify_cv
-from utils.stats import minimum_detectable_effect
+from utils.stats import minimum_detectable_effect, power_against
 
 PAPER = REPO_ROOT.parent / "shared" / "paper_datasets"
 
@@ -91,11 +91,14 @@ def test_pooled_summary_pairs_every_item_and_states_power(finished_study):
     assert "ltr - standard: +15.0 points" in text and "significantly better" in text
     assert "dss - standard: +1.0 points" in text and "not significantly different" in text
     assert section["paper_difference"] == pytest.approx(0.0287)  # Table 1, SVAMP: 65.50 - 62.63
-    assert text.count("more than the paper's +2.9.") == 2  # 200 items cannot see the paper's effect
+    assert text.count("more than the paper's +2.9;") == 2  # 200 items cannot see the paper's effect
+    power = power_against(0.0287, comps["ltr"]["discordant"], 200)  # 30 discordant of 200
+    assert 0.05 < power < 0.8 and f"its power against a true +2.9 was {100 * power:.0f} %" in text
     assert "Reference: Hsieh et al. 2023, Table 1" in markdown_cv("svamp_cv", section)
+    assert f"| ±{100 * comps['ltr']['mde_80']:.1f} | {100 * power:.0f} % |" in markdown_cv("svamp_cv", section)
     other = {**section, **paper_reference("cqa")}  # a task the course has no Table 1 numbers for
     assert other["paper_difference"] is None and "paper's" not in describe_cv(other)
-    assert "Reference" not in markdown_cv("cqa_cv", other)
+    assert "Reference" not in markdown_cv("cqa_cv", other) and "power against" not in markdown_cv("cqa_cv", other)
     assert cv_sections({"svamp_cv": section, "other": {"summary": []}}) == {"svamp_cv": section}
     from utils.evaluation import plot_paired_differences
 
@@ -141,6 +144,17 @@ def test_minimum_detectable_effect_grows_with_discordance_and_shrinks_with_items
     assert minimum_detectable_effect(40, 200) > minimum_detectable_effect(200, 1000)
     with pytest.raises(ValueError):
         minimum_detectable_effect(5, 0)
+
+
+def test_power_against_a_difference_inverts_the_detectable_effect():
+    for discordant, n in [(200, 1000), (253, 1000), (40, 200)]:
+        assert power_against(minimum_detectable_effect(discordant, n), discordant, n) == pytest.approx(0.8, abs=1e-6)
+    assert power_against(0.0, 200, 1000) == pytest.approx(0.025)  # no effect: only the level's upper tail
+    assert power_against(0.02, 200, 1000) < power_against(0.03, 200, 1000) < power_against(0.03, 200, 2000)
+    assert power_against(-0.03, 200, 1000) == power_against(0.03, 200, 1000)
+    assert power_against(0.5, 10, 100) == 1.0  # more difference than the discordance can hold
+    with pytest.raises(ValueError, match="discordant"):
+        power_against(0.03, 20, 10)
 
 
 # --- e-SNLI: a premise-disjoint split, several rationale sources ------------------------------------

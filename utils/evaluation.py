@@ -365,7 +365,8 @@ def plot_paired_differences(section: dict, out_path: str | Path, paper_effect: f
         ax.errorbar(diff, y, xerr=[[diff - low], [high - diff]], fmt="o", capsize=4, color="C0")
         ax.axvspan(-100 * comp["mde_80"], 100 * comp["mde_80"], ymin=(y + 0.2) / len(comps), ymax=(y + 0.8) / len(comps),
                    color="0.85", zorder=0)
-        ax.annotate(f"p={comp['p_value']:.3f} (Holm {comp['p_holm']:.3f})", (high, y), xytext=(6, 0),
+        p, holm = (f"{v:.3f}" if v >= 0.001 else "<0.001" for v in (comp["p_value"], comp["p_holm"]))
+        ax.annotate(f"p {'' if p[0] == '<' else '= '}{p} (Holm {holm})", (high, y), xytext=(6, 0),
                     textcoords="offset points", va="center", fontsize=8)
     ax.axvline(0, color="k", lw=1)
     if paper_effect is not None:

@@ -637,23 +637,34 @@ def markdown_cv(name: str, section: dict) -> str:
             for r in section["summary"]]
     lines.append(_table(["variant", "items", "accuracy %", "95% CI", "per fold %", "best epoch per fold",
                          "train s (wall)", "CPU s, all threads"], rows))
+    paper = section.get("paper_difference")
     if section["comparisons"]:
         lines += ["", _table(["variant - baseline", "difference (points)", "95% CI (paired bootstrap)",
-                              "McNemar b / c", "p (exact)", "p (Holm)", "detectable at 80% power"],
+                              "McNemar b / c", "p (exact)", "p (Holm)", "detectable at 80% power"]
+                             + ([f"power against the paper's {100 * paper:+.1f}"] if paper is not None else []),
                              [[f"{c['variant']} - {c['baseline']}", f"{100 * c['difference']:+.1f}",
                                _signed_ci(c["ci95"]),
                                f"{c['mcnemar']['a_only']} / {c['mcnemar']['b_only']}",
                                _p(c["p_value"]), _p(c["p_holm"]), f"±{_num(100 * c['mde_80'])}"]
+                              + ([f"{100 * _paper_power(c, paper):.0f} %"] if paper is not None else [])
                               for c in section["comparisons"]])]
         if section.get("paper_effect"):
             lines += ["", f"Reference: {section['paper_effect']}."]
     return "\n".join(lines)
 
 
+def _paper_power(comparison: dict, paper: float) -> float:
+    """The power a comparison's design had against a true difference of the paper's size."""
+    from utils.stats import power_against
+
+    return power_against(paper, comparison["discordant"], comparison["n"])
+
+
 def describe_cv(section: dict | None) -> str:
     """The finding of a cross-validated study in sentences, read from its report (so prose that
     quotes it cannot drift from the numbers): per comparison the difference, its interval, the exact
-    and Holm-adjusted p, and the difference the design could detect."""
+    and Holm-adjusted p, the difference the design could detect and, where the paper has a reference,
+    the power the design had against an effect of the paper's size."""
     if not section or not section["comparisons"]:
         return "The study has not finished a fold with every variant yet."
     lines = [f"{len(section['folds_finished'])} of {section['k']} folds finished "
@@ -663,7 +674,8 @@ def describe_cv(section: dict | None) -> str:
         verdict = ("significantly better" if c["p_holm"] < 0.05 and c["difference"] > 0 else
                    "significantly worse" if c["p_holm"] < 0.05 else "not significantly different")
         scale = "" if paper is None else (
-            f", {'more' if c['mde_80'] > abs(paper) else 'no more'} than the paper's {100 * paper:+.1f}")
+            f", {'more' if c['mde_80'] > abs(paper) else 'no more'} than the paper's {100 * paper:+.1f}; "
+            f"its power against a true {100 * paper:+.1f} was {100 * _paper_power(c, paper):.0f} %")
         lines.append(f"{c['variant']} - {c['baseline']}: {100 * c['difference']:+.1f} points (95% CI "
                      f"{_signed_ci(c['ci95'])}), McNemar p {_p_eq(c['p_value'])}, Holm "
                      f"p {_p_eq(c['p_holm'])}: {verdict}; the design detects ±{100 * c['mde_80']:.1f} points "

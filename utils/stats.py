@@ -179,3 +179,22 @@ def minimum_detectable_effect(discordant: int, n: int, alpha: float = 0.05, powe
         mid = (low + high) / 2
         low, high = (mid, high) if needed(mid) > n else (low, mid)
     return high
+
+
+def power_against(difference: float, discordant: int, n: int, alpha: float = 0.05) -> float:
+    """The probability that the paired design of ``minimum_detectable_effect`` (``n`` items,
+    ``discordant`` of them with the two systems disagreeing) finds a true accuracy difference of
+    ``difference`` significant at two-sided level ``alpha``: Connor's (1987) formula solved for the
+    power instead of the difference, so ``power_against(minimum_detectable_effect(b, n), b, n)`` is 0.8.
+    The far tail is ignored, as in Connor's formula."""
+    if n <= 0:
+        raise ValueError("power_against needs at least one item.")
+    if not 0 <= discordant <= n:
+        raise ValueError(f"discordant must lie in [0, n={n}], got {discordant}.")
+    from statistics import NormalDist
+
+    share, d = max(discordant, 1) / n, abs(difference)
+    if d * d >= share:  # the discordance cannot hold a difference this large: it would always show
+        return 1.0
+    z_a = NormalDist().inv_cdf(1 - alpha / 2)
+    return NormalDist().cdf((d * math.sqrt(n) - z_a * math.sqrt(share)) / math.sqrt(share - d * d))
