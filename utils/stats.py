@@ -150,6 +150,16 @@ def holm_comparisons(comparisons: list[dict]) -> list[dict]:
 # --- power -----------------------------------------------------------------------------------------
 
 
+def _discordant_share(discordant: int, n: int, caller: str) -> float:
+    """The discordant share of a paired design, or a clear error; no discordance at all counts as
+    one item differing."""
+    if n <= 0:
+        raise ValueError(f"{caller} needs at least one item.")
+    if not 0 <= discordant <= n:
+        raise ValueError(f"discordant must lie in [0, n={n}], got {discordant}.")
+    return max(discordant, 1) / n
+
+
 def minimum_detectable_effect(discordant: int, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """The smallest accuracy difference a paired design on ``n`` items detects with probability
     ``power`` at two-sided level ``alpha``, given ``discordant`` items on which the two systems
@@ -160,13 +170,9 @@ def minimum_detectable_effect(discordant: int, n: int, alpha: float = 0.05, powe
     left side falls as d grows, so d is found by bisection. More disagreement, or fewer items,
     means a larger detectable difference.
     """
-    if n <= 0:
-        raise ValueError("minimum_detectable_effect needs at least one item.")
-    if not 0 <= discordant <= n:
-        raise ValueError(f"discordant must lie in [0, n={n}], got {discordant}.")
     from statistics import NormalDist
 
-    share = max(discordant, 1) / n  # no discordance at all: as if one item differed
+    share = _discordant_share(discordant, n, "minimum_detectable_effect")
     z_a, z_b = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
 
     def needed(d: float) -> float:
@@ -187,13 +193,9 @@ def power_against(difference: float, discordant: int, n: int, alpha: float = 0.0
     ``difference`` significant at two-sided level ``alpha``: Connor's (1987) formula solved for the
     power instead of the difference, so ``power_against(minimum_detectable_effect(b, n), b, n)`` is 0.8.
     The far tail is ignored, as in Connor's formula."""
-    if n <= 0:
-        raise ValueError("power_against needs at least one item.")
-    if not 0 <= discordant <= n:
-        raise ValueError(f"discordant must lie in [0, n={n}], got {discordant}.")
     from statistics import NormalDist
 
-    share, d = max(discordant, 1) / n, abs(difference)
+    share, d = _discordant_share(discordant, n, "power_against"), abs(difference)
     if d * d >= share:  # the discordance cannot hold a difference this large: it would always show
         return 1.0
     z_a = NormalDist().inv_cdf(1 - alpha / 2)
