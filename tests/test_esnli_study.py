@@ -118,9 +118,11 @@ def test_the_plan_finishes_a_whole_one_seed_grid_before_the_next_seed():
 
 
 def test_small_sizes_may_train_more_epochs_so_every_cell_may_take_the_same_steps():
-    from utils.recipes import ESNLI_MIN_STEPS, esnli_epochs
+    from utils.recipes import ESNLI_MIN_STEPS, ESNLI_SETTINGS, esnli_epochs
 
     assert ESNLI_MIN_STEPS == 64
+    # the cap alone let patience 1 stop seed 0's first 125-item cells after 16 steps: the floor must hold too
+    assert {p: s["early_stopping_min_steps"] for p, s in ESNLI_SETTINGS.items()} == dict.fromkeys(ESNLI_SETTINGS, 64)
     assert [esnli_epochs(n, 16, 4.0) for n in (125, 250, 500, 1000)] == [8.0, 4.0, 4.0, 4.0]
     assert esnli_epochs(100, 16, 4.0) == 10.0  # 7 steps an epoch: 10 epochs reach 64
     assert esnli_epochs(125, 32, 4.0) == 16.0

@@ -480,6 +480,22 @@ def test_select_by_accuracy_scores_validation_and_stops_early(tiny_student, tmp_
         load_config("tiny", select_by="speed")
 
 
+@pytest.mark.slow
+def test_early_stopping_waits_for_the_step_floor(tiny_student, tmp_path):
+    path, _ = tiny_student
+    data = DatasetDict({"train": _split(8), "validation": _split(4, rationale=False)})
+    config = load_config("tiny", epochs=6.0, batch_size=8, learning_rate=1e-6, select_by="accuracy",
+                         early_stopping_patience=1, early_stopping_min_steps=4)
+    result = train_student(data, config, "ltr", tmp_path / "out", init=str(path))
+    steps = [h["step"] for h in result.log_history if "eval_accuracy" in h]
+    # one step an epoch and nothing learnt: without the floor it stops at step 2 (the test above);
+    # evaluations at steps 1-3 cannot stop it, the first one at the floor does (no improvement)
+    assert steps == [1, 2, 3, 4]
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="early_stopping_min_steps"):
+            load_config("tiny", early_stopping_min_steps=bad)
+
+
 def _rows_of_lengths(lengths, task=0):
     return [{"input_ids": list(range(1, n + 1)), "labels": [IGNORE] * (n // 2) + list(range(n // 2 + 1, n + 1)),
              "task": task} for n in lengths]

@@ -62,6 +62,7 @@ class RunConfig:
     keep_checkpoints: bool = False  # keep checkpoints after a successful run (else removed)
     select_by: str = "loss"  # loss | accuracy: how the best validation checkpoint is chosen
     early_stopping_patience: int | None = None  # stop after this many evaluations without improvement
+    early_stopping_min_steps: int = 0  # evaluations before this many optimizer steps never stop a run
     pack_rows: bool = False  # causal students: a batch's rows packed end to end, no padding; same loss
     prune_vocab: bool = False  # vocabulary cut to the run's tokens (BPE, Unigram, WordLevel); same logits on them
     torch_compile: bool = False  # train through torch.compile (inductor): faster steps, minutes to compile
@@ -154,7 +155,7 @@ def load_config(profile: str | None = None, **overrides) -> RunConfig:
 
 
 STUDENT_OPTIONS = ("label_source", "rationale_answer", "chat_template", "lora", "bf16", "save_steps",
-                   "keep_checkpoints", "select_by", "early_stopping_patience")
+                   "keep_checkpoints", "select_by", "early_stopping_patience", "early_stopping_min_steps")
 LORA_KEYS = ("r", "alpha", "dropout", "targets")
 
 
@@ -211,6 +212,9 @@ def validate_student_options(config: RunConfig) -> None:
     patience = config.early_stopping_patience
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
         raise ValueError(f"early_stopping_patience must be None or a whole number of evaluations >= 1, got {patience!r}.")
+    floor = config.early_stopping_min_steps
+    if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+        raise ValueError(f"early_stopping_min_steps must be a whole number of optimizer steps >= 0, got {floor!r}.")
     for name in ("max_source_length", "max_target_length"):
         if getattr(config, name) < 2:
             raise ValueError(f"{name} must be at least 2 tokens (both ends of a text are kept), "

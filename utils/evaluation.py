@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX, encode_source, trained_with_chat_template
-from utils.stats import bootstrap_ci
+from utils.stats import bootstrap_ci, p_in_sentence, p_text
 
 
 def encode_prompts(tokenizer, inputs: list[str], family: str, prefix: str = LABEL_PREFIX, chat: bool = False,
@@ -355,8 +355,6 @@ def plot_paired_differences(section: dict, out_path: str | Path, paper_effect: f
     each variant's difference in points with its 95% paired-bootstrap interval, zero, the design's
     minimum detectable effect at 80 % power (shaded, around zero) and, for scale, the paper's effect
     in points (default: the section's ``paper_difference``; none drawn for a task without one)."""
-    from utils.report import _p, _p_eq  # the report's p-value wording (utils.report imports nothing from here)
-
     plt = load_pyplot()
     if paper_effect is None and section.get("paper_difference") is not None:
         paper_effect = round(100 * section["paper_difference"], 2)
@@ -367,7 +365,7 @@ def plot_paired_differences(section: dict, out_path: str | Path, paper_effect: f
         ax.errorbar(diff, y, xerr=[[diff - low], [high - diff]], fmt="o", capsize=4, color="C0")
         ax.axvspan(-100 * comp["mde_80"], 100 * comp["mde_80"], ymin=(y + 0.2) / len(comps), ymax=(y + 0.8) / len(comps),
                    color="0.85", zorder=0)
-        ax.annotate(f"p {_p_eq(comp['p_value'])} (Holm {_p(comp['p_holm'])})", (high, y), xytext=(6, 0),
+        ax.annotate(f"p {p_in_sentence(comp['p_value'])} (Holm {p_text(comp['p_holm'])})", (high, y), xytext=(6, 0),
                     textcoords="offset points", va="center", fontsize=8)
     ax.axvline(0, color="k", lw=1)
     if paper_effect is not None:

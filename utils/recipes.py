@@ -394,16 +394,18 @@ ESNLI_SIZES = (125, 250, 500)  # training examples per cell; standard also at ES
 ESNLI_STANDARD_MAX = 1000
 ESNLI_SOURCE_SIZE = 250  # the size at which the rationale source is varied
 ESNLI_SOURCE_SEEDS = (0,)  # the seeds that vary the source (a secondary question; each seed costs ~0.6 h)
-# Every cell may take at least this many optimizer steps (the paper trains a fixed number of steps at
-# every size): the epoch cap rises for small sizes (8 epochs at 125 items, batch 16), early stopping
-# still decides where each cell stops.
+# Every cell takes at least this many optimizer steps (the paper trains a fixed number of steps at
+# every size): the epoch cap rises for small sizes (8 epochs at 125 items, batch 16), and early
+# stopping acts only after the floor (early_stopping_min_steps; seed 0's first 125-item cells,
+# trained before the floor held, stopped at chance after 16 steps).
 ESNLI_MIN_STEPS = 64
 ESNLI_SETTINGS = {
     "tiny": dict(student_layers=None, epochs=4.0, learning_rate=1e-4, batch_size=16, alpha=0.5,
                  max_source_length=128, max_target_length=96, eval_batch_size=32, select_by="accuracy",
-                 early_stopping_patience=1, save_steps=None, rationale_answer=False),
-    "colab": dict(select_by="accuracy", early_stopping_patience=2),
-    "paper": dict(select_by="accuracy", early_stopping_patience=2),
+                 early_stopping_patience=1, early_stopping_min_steps=ESNLI_MIN_STEPS, save_steps=None,
+                 rationale_answer=False),
+    "colab": dict(select_by="accuracy", early_stopping_patience=2, early_stopping_min_steps=ESNLI_MIN_STEPS),
+    "paper": dict(select_by="accuracy", early_stopping_patience=2, early_stopping_min_steps=ESNLI_MIN_STEPS),
 }
 ESNLI_VARIANTS = [
     Variant("standard", "standard", dataset="palm"),
@@ -517,8 +519,9 @@ def esnli_plan(seeds=ESNLI_SEEDS, sizes=ESNLI_SIZES) -> list[tuple[str, int, int
 
 
 def esnli_epochs(size: int, batch_size: int, epochs: float) -> float:
-    """The epoch cap of a cell of ``size`` training examples: ``epochs``, raised so that the cell may
-    take at least ``ESNLI_MIN_STEPS`` optimizer steps (125 items at batch 16: 8 steps an epoch, 8 epochs)."""
+    """The epoch cap of a cell of ``size`` training examples: ``epochs``, raised so that the cell can
+    take ``ESNLI_MIN_STEPS`` optimizer steps (125 items at batch 16: 8 steps an epoch, 8 epochs); the
+    settings' ``early_stopping_min_steps`` keeps early stopping from cutting it shorter."""
     import math
 
     if size < 1 or batch_size < 1:

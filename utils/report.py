@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from utils.stats import p_in_sentence as _p_eq
+from utils.stats import p_text as _p
+
 SCHEMA_VERSION = 1
 
 _ACC = {"type": "number", "minimum": 0, "maximum": 1}
@@ -527,18 +530,9 @@ def _num(x, digits=1) -> str:
     return "" if x is None else f"{x:,.{digits}f}"
 
 
-def _p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def _signed_ci(ci) -> str:
     """An interval of a difference, in points with signs: ``-8.8 to +1.2``."""
     return f"{100 * ci[0]:+.1f} to {100 * ci[1]:+.1f}"
-
-
-def _p_eq(p: float) -> str:
-    """A p-value in a sentence: ``= 0.163`` or ``< 0.001``."""
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def markdown_evaluation(report: dict) -> str:

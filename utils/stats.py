@@ -150,6 +150,16 @@ def holm_comparisons(comparisons: list[dict]) -> list[dict]:
 # --- power -----------------------------------------------------------------------------------------
 
 
+def p_text(p: float) -> str:
+    """A p-value in a table cell: ``0.163`` or ``<0.001``."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_in_sentence(p: float) -> str:
+    """A p-value in a sentence: ``= 0.163`` or ``< 0.001``."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
 def _discordant_share(discordant: int, n: int, caller: str) -> float:
     """The discordant share of a paired design, or a clear error; no discordance at all counts as
     one item differing."""

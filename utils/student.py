@@ -706,6 +706,22 @@ def _eval_rows(split, mode: str, label_source: str, rationale_answer: bool = Fal
     return build_rows(split, mode, label_source, rationale_answer, task)
 
 
+def early_stopping(patience: int, min_steps: int = 0):
+    """The Trainer's ``EarlyStoppingCallback`` with a floor: an evaluation before ``min_steps``
+    optimizer steps neither stops the run nor counts against its patience, so a small training set
+    gets the steps a study promised it (the best checkpoint is still chosen among all evaluations).
+    Written here because transformers' callback has no such floor."""
+    from transformers import EarlyStoppingCallback
+
+    class FlooredEarlyStopping(EarlyStoppingCallback):
+        def on_evaluate(self, args, state, control, metrics, **kwargs):
+            if state.global_step < min_steps:
+                return
+            super().on_evaluate(args, state, control, metrics, **kwargs)
+
+    return FlooredEarlyStopping(early_stopping_patience=patience)
+
+
 def train_student(dataset, config, mode: str, output_dir: str | Path, init: str | None = None,
                   model=None, tokenizer=None, resume: bool | str = False) -> TrainResult:
     """Train one student in ``mode`` on ``dataset["train"]`` and save it to ``output_dir``.
@@ -775,9 +791,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
         trainer.score_validation_accuracy(dataset["validation"], tokenizer, config.task, config.max_source_length,
                                           config.eval_batch_size)
     if eval_features is not None and config.early_stopping_patience:
-        from transformers import EarlyStoppingCallback
-
-        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        trainer.add_callback(early_stopping(config.early_stopping_patience, config.early_stopping_min_steps))
     checkpoint = None
     if resume:
         if trainer.is_world_process_zero():
