@@ -446,3 +446,22 @@ def test_the_teacher_line_and_the_hashes_on_the_real_split(tmp_path):
     hashes = json.loads(write_premise_hashes(tmp_path, palm, []).read_text())["premises"]
     assert set(hashes) == set(test_ids) | set(palm["validation"]["id"])
     assert not {hashes[i] for i in test_ids} & {hashes[i] for i in palm["validation"]["id"]}
+
+
+COMMITTED = REPO_ROOT / "data" / "results" / "esnli"
+
+
+@pytest.mark.skipif(not (COMMITTED / "report.json").exists(), reason="no committed e-SNLI study yet")
+def test_the_committed_esnli_study_verifies_and_the_readme_prints_its_report():
+    import re
+
+    from utils.report import describe_sizes, load_report, markdown_sizes, verify_predictions
+
+    assert verify_predictions(COMMITTED, "esnli") == []  # text-free: premise hashes, saved predictions
+    section = load_report(COMMITTED)[ESNLI_SECTION]
+    published = sorted(p.parent.relative_to(COMMITTED / ESNLI_SECTION).as_posix()
+                       for p in (COMMITTED / ESNLI_SECTION / "cells").glob("*/*/cell.json"))
+    assert published == sorted(c["dir"] for c in section["cells"])  # the report covers every published cell
+    (block,) = re.findall(r"<!-- esnli:begin -->(.*?)<!-- esnli:end -->", (REPO_ROOT / "README.md").read_text(), re.S)
+    assert markdown_sizes(ESNLI_SECTION, section).strip() in block
+    assert " ".join(describe_sizes(section).split()) in " ".join(block.split())
