@@ -29,12 +29,11 @@ TOLERANCE = 1.5
 @lru_cache(maxsize=1)
 def scorer():
     """The bundled GGUF, loaded once, with logits kept for every position."""
-    from llama_cpp import Llama
-
+    from utils.llamacpp import open_gguf
     from utils.models import bundled_gguf_path
 
-    return Llama(model_path=str(bundled_gguf_path()), n_ctx=2048, n_threads=1, n_threads_batch=1,
-                 logits_all=True, verbose=False)
+    return open_gguf(bundled_gguf_path(), n_ctx=2048, n_threads=1, n_threads_batch=1,
+                     logits_all=True, verbose=False)
 
 
 def greedy_gaps(prompt: str, text: str) -> list[float]:

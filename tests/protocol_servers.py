@@ -5,7 +5,8 @@
   switches that inject faults (an error status, a delay longer than the client's timeout).
 - ``FaultServer``: a stdlib server that answers every request with one status (or a delay), for the
   error paths of the OpenAI-compatible protocol.
-- ``LlamaCppServer``: the real ``python -m llama_cpp.server`` (OpenAI-compatible) as a subprocess.
+- ``LlamaCppServer``: llama-cpp-python's real OpenAI-compatible server (``llama_cpp.server``, started
+  through ``python -m utils.llamacpp`` so its model keeps plain CPU buffers) as a subprocess.
 
 Each records the requests it saw, so a test can assert what went over the wire.
 """
@@ -205,12 +206,11 @@ class OllamaServer(_LoopbackServer):
         """The model (loaded once)."""
         with self._model_lock:
             if self._llm is None:
-                from llama_cpp import Llama
-
+                from utils.llamacpp import open_gguf
                 from utils.models import bundled_gguf_path
 
-                self._llm = Llama(model_path=str(bundled_gguf_path()), n_ctx=self.n_ctx, n_threads=N_THREADS,
-                                  n_threads_batch=N_THREADS, verbose=False)
+                self._llm = open_gguf(bundled_gguf_path(), n_ctx=self.n_ctx, n_threads=N_THREADS,
+                                     n_threads_batch=N_THREADS, verbose=False)
             return self._llm
 
     def answer(self, handler, method, path, body):
@@ -371,7 +371,7 @@ class FaultServer(_LoopbackServer):
 
 
 class LlamaCppServer:
-    """``python -m llama_cpp.server`` with the bundled GGUF, as a subprocess on a free port.
+    """``llama_cpp.server`` (through ``python -m utils.llamacpp``) with the bundled GGUF, as a subprocess on a free port.
 
     ``start()`` waits (bounded) until ``GET /v1/models`` answers; ``stop()`` terminates it, then kills.
     """
@@ -393,12 +393,13 @@ class LlamaCppServer:
 
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf_path()),
+        cmd = [sys.executable, "-m", "utils.llamacpp", "--model", str(bundled_gguf_path()),
                "--host", "127.0.0.1", "--port", str(self.port), "--model_alias", self.alias,
                "--n_ctx", str(self.n_ctx), "--n_threads", str(N_THREADS), "--n_threads_batch", str(N_THREADS)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:  # a file, not a pipe: a full pipe would stall the server
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         cwd=Path(__file__).resolve().parents[1],  # where `utils` imports from
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:

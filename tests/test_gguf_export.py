@@ -80,11 +80,11 @@ def test_gguf_round_trip_through_transformers_and_llama_cpp(run):
     assert result["same_next_token"] and result["logits_max_abs_diff"] < 0.1, result
     assert result["agreement_llama_cpp"] >= 2 / 3, result
 
-    from llama_cpp import Llama
+    from utils.llamacpp import open_gguf
 
     half = export_gguf(run["out"], run["out"] / "gguf-f16", dtype="f16")
     assert 0.4 < half.stat().st_size / path.stat().st_size < 0.6
-    llm = Llama(model_path=str(half), n_ctx=128, n_threads=1, n_threads_batch=1, verbose=False)
+    llm = open_gguf(half, n_ctx=128, n_threads=1, n_threads_batch=1, verbose=False)
     prompt = format_prompt(None, LABEL_PREFIX + run["test"]["input"][0], "causal")
     assert llm.create_completion(prompt, max_tokens=4, temperature=0.0)["usage"]["completion_tokens"] >= 1
     llm.close()

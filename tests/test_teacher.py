@@ -159,3 +159,24 @@ def test_transformers_teacher_samples_a_prompt_the_same_wherever_it_stands_in_th
     alone = teacher.generate([second], n=2, temperature=1.0, max_new_tokens=8, seed=3)
     assert alone[0] == both[1]
     assert teacher.generate([second], n=2, temperature=1.0, max_new_tokens=8, seed=4)[0] != alone[0]
+
+
+@pytest.mark.slow
+def test_open_gguf_keeps_plain_buffers_only_while_it_loads_and_the_model_answers():
+    """AMX kernels of llama-cpp-python 0.3.36 crash the bundled model; open_gguf loads it without them."""
+    import llama_cpp.llama_cpp as lib
+
+    from utils.llamacpp import extra_buffers_off, open_gguf
+    from utils.models import bundled_gguf_path
+
+    with extra_buffers_off():
+        assert lib.llama_model_default_params().use_extra_bufts is False
+    assert lib.llama_model_default_params().use_extra_bufts is True  # nothing leaks past the load
+    llm = open_gguf(bundled_gguf_path(), n_ctx=256, n_threads=1, n_threads_batch=1, verbose=False)
+    try:
+        out = llm.create_completion("Q: What is 2 plus 3?\nA:", max_tokens=8, temperature=0.0)
+        assert out["usage"]["completion_tokens"] >= 1 and out["choices"][0]["text"].strip()
+    finally:
+        llm.close()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        open_gguf(bundled_gguf_path().parent / "missing.gguf")

@@ -227,10 +227,10 @@ def compare_gguf(out_dir: str | Path, gguf_path: str | Path, inputs: list[str], 
     """
     import numpy as np
     import torch
-    from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from utils.evaluation import generate_predictions
+    from utils.llamacpp import open_gguf
 
     out_dir, gguf_path = Path(out_dir), Path(gguf_path)
     predictor = Predictor.from_pretrained(out_dir)
@@ -254,8 +254,8 @@ def compare_gguf(out_dir: str | Path, gguf_path: str | Path, inputs: list[str], 
 
     start = time.perf_counter()
     # n_threads_batch too: its default (every core) spins against other work on a busy machine
-    llm = Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads,
-                logits_all=False, verbose=False)
+    llm = open_gguf(gguf_path, n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads,
+                    logits_all=False, verbose=False)
     llama_tokens = [llm.tokenize(p.encode("utf-8"), add_bos=False, special=True) for p in prompts]
     hf_tokens = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     llama_answers = []
@@ -266,8 +266,8 @@ def compare_gguf(out_dir: str | Path, gguf_path: str | Path, inputs: list[str], 
 
     llm.close()
     # next-token logits on the first prompt, llama.cpp's against PyTorch's (logits_all keeps them)
-    llm = Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads,
-                logits_all=True, verbose=False)
+    llm = open_gguf(gguf_path, n_ctx=512, n_threads=n_threads, n_threads_batch=n_threads,
+                    logits_all=True, verbose=False)
     llm.eval(hf_tokens[0])
     llama_logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
     llm.close()

@@ -62,16 +62,14 @@ class LlamaCppTeacher(Teacher):
 
     def __init__(self, model: str = "smollm2-135m-instruct", n_ctx: int = 2048, n_threads: int | None = None):
         super().__init__(model)
-        from llama_cpp import Llama
-
+        from utils.llamacpp import open_gguf
         from utils.models import BUNDLED_MODELS, bundled_gguf_path
 
         path = bundled_gguf_path(model) if model in BUNDLED_MODELS else Path(model)
         if not Path(path).exists():
             raise TeacherError(f"GGUF file {path} not found. Give a bundled name ({', '.join(BUNDLED_MODELS)}) "
                                "or the path of a .gguf file.")
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                         seed=0, verbose=False)
+        self.llm = open_gguf(path, n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), seed=0, verbose=False)
 
     def _generate_one(self, prompt, n, temperature, max_new_tokens, seed):
         outs = []
