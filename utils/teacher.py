@@ -407,7 +407,7 @@ class OpenAITeacher(Teacher):
                     "longer: raise the timeout, e.g. OpenAITeacher(..., timeout=600), or lower max_new_tokens.")
         if isinstance(exc, openai.APIConnectionError):
             return (f"No OpenAI-compatible server answers at {url}{_tries(tries)}. Start it (e.g. "
-                    "`python -m llama_cpp.server --model FILE.gguf`, `vllm serve MODEL`) or set OPENAI_BASE_URL "
+                    "`python -m utils.llamacpp --model FILE.gguf`, llama_cpp.server safe on AMX CPUs; `vllm serve MODEL`) or set OPENAI_BASE_URL "
                     "to where it runs (it usually ends in /v1).")
         if isinstance(exc, openai.APIStatusError):
             status, detail = exc.status_code, _excerpt(exc.response.text, self._secret)
