@@ -395,17 +395,18 @@ ESNLI_STANDARD_MAX = 1000
 ESNLI_SOURCE_SIZE = 250  # the size at which the rationale source is varied
 ESNLI_SOURCE_SEEDS = (0,)  # the seeds that vary the source (a secondary question; each seed costs ~0.6 h)
 # Every cell takes at least this many optimizer steps (the paper trains a fixed number of steps at
-# every size): the epoch cap rises for small sizes (8 epochs at 125 items, batch 16), and early
-# stopping acts only after the floor (early_stopping_min_steps; seed 0's first 125-item cells,
-# trained before the floor held, stopped at chance after 16 steps).
+# every size): the epoch cap rises for small sizes (8 epochs at 125 items, batch 16).
 ESNLI_MIN_STEPS = 64
+# Every cell trains to its epoch cap and is scored from its best validation checkpoint; no early
+# stopping. On 204 validation items patience 1 stopped on noise: seed 1's standard at 1,000 after 2
+# of 4 epochs (a tie, then a dip), 61.8 % on test against 73.9 % for its standard at 500, and the
+# floor of ESNLI_MIN_STEPS steps only moved where such stops could happen.
 ESNLI_SETTINGS = {
     "tiny": dict(student_layers=None, epochs=4.0, learning_rate=1e-4, batch_size=16, alpha=0.5,
                  max_source_length=128, max_target_length=96, eval_batch_size=32, select_by="accuracy",
-                 early_stopping_patience=1, early_stopping_min_steps=ESNLI_MIN_STEPS, save_steps=None,
-                 rationale_answer=False),
-    "colab": dict(select_by="accuracy", early_stopping_patience=2, early_stopping_min_steps=ESNLI_MIN_STEPS),
-    "paper": dict(select_by="accuracy", early_stopping_patience=2, early_stopping_min_steps=ESNLI_MIN_STEPS),
+                 early_stopping_patience=None, save_steps=None, rationale_answer=False),
+    "colab": dict(select_by="accuracy", early_stopping_patience=None),
+    "paper": dict(select_by="accuracy", early_stopping_patience=None),
 }
 ESNLI_VARIANTS = [
     Variant("standard", "standard", dataset="palm"),
