@@ -44,7 +44,7 @@ def test_params_are_json_and_a_param_no_notebook_declares_is_refused_before_anyt
 def test_publishing_a_run_leaves_out_weights_and_the_named_folders(tmp_path):
     import json
 
-    from utils.recipes import publish_study
+    from utils.studies.common import publish_study
 
     run = tmp_path / "run"
     for rel in ("report.json", "config.json", "figures/a.png", "sweep/cells/dss/f1-s1/cell.json",

@@ -1,4 +1,4 @@
-"""The cross-validated study (utils.recipes.cv_*): folds, pooling, paired tests, power, verify."""
+"""The cross-validated study (utils.studies.cv): folds, pooling, paired tests, power, verify."""
 
 import json
 import random
@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from utils.config import REPO_ROOT
-from utils.recipes import cv_folds, cv_summary, paper_reference
 from utils.report import cv_sections, markdown_cv, verify_cv
 from utils.stats import minimum_detectable_effect, power_against
+from utils.studies.common import paper_reference
+from utils.studies.cv import cv_folds, cv_summary
 
 PAPER = REPO_ROOT.parent / "shared" / "paper_datasets"
 
@@ -29,7 +30,7 @@ def test_folds_cover_every_item_once_and_do_not_depend_on_input_order():
 
 @pytest.mark.skipif(not PAPER.is_dir(), reason="the authors' released files are in ../shared/paper_datasets")
 def test_svamp_folds_hold_out_each_problem_once_and_never_validate_on_it():
-    from utils.recipes import cv_datasets
+    from utils.studies.cv import cv_datasets
 
     datasets = cv_datasets(PAPER, "svamp")
     tests = [set(d["test"]["id"]) for d in datasets]
@@ -161,7 +162,7 @@ def test_power_against_a_difference_inverts_the_detectable_effect():
 
 
 def test_premise_split_keeps_every_premise_on_one_side():
-    from utils.recipes import premise_split
+    from utils.studies.esnli_split import premise_split
 
     premises = [f"p{i // 3}" for i in range(300)] + ["lonely"]
     parts = premise_split(premises, n_test=50, n_validation=20, seed=0)
@@ -175,7 +176,7 @@ def test_premise_split_keeps_every_premise_on_one_side():
 
 @pytest.mark.skipif(not PAPER.is_dir(), reason="the authors' released files are in ../shared/paper_datasets")
 def test_esnli_study_data_is_premise_disjoint_with_at_least_1000_test_items():
-    from utils.recipes import esnli_datasets
+    from utils.studies.esnli_split import esnli_datasets
 
     sources = esnli_datasets(PAPER)
     palm = sources["palm"]

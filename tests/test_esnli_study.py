@@ -1,4 +1,4 @@
-"""The e-SNLI data-efficiency study (utils.recipes.esnli_*): seed-major order, the paper's statement
+"""The e-SNLI data-efficiency study (utils.studies.sizes): seed-major order, the paper's statement
 (``data_efficiency``), the teacher on the study's own test items, premise-disjointness checked from
 hashes, ``report --verify``, the Markdown, the sentences, the figure and the ``--seed`` option.
 Cells are written by hand, as ``run_sweep`` leaves them: nothing is trained."""
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from utils.config import REPO_ROOT
-from utils.recipes import ESNLI_SECTION, esnli_plan
+from utils.studies.sizes import ESNLI_SECTION, esnli_plan
 from utils.sweep import cell_name
 
 PAPER = REPO_ROOT.parent / "shared" / "paper_datasets"
@@ -76,7 +76,7 @@ def _fake_teacher(paper_root, task, out_dir, ids=None):
 
 
 def _build(run_dir: Path, monkeypatch, plan=None) -> dict:
-    from utils import recipes
+    from utils.studies import sizes as recipes
 
     monkeypatch.setattr(recipes, "paper_teacher", _fake_teacher)
     (run_dir / "config.json").write_text(json.dumps({"profile": "tiny", "task": "esnli"}))
@@ -118,7 +118,7 @@ def test_the_plan_finishes_a_whole_one_seed_grid_before_the_next_seed():
 
 
 def test_small_sizes_may_train_more_epochs_so_every_cell_may_take_the_same_steps():
-    from utils.recipes import ESNLI_MIN_STEPS, ESNLI_SETTINGS, esnli_epochs
+    from utils.studies.sizes import ESNLI_MIN_STEPS, ESNLI_SETTINGS, esnli_epochs
 
     assert ESNLI_MIN_STEPS == 64
     # no early stopping: on 204 validation items patience 1 stopped cells on noise (seed 0's first
@@ -134,7 +134,8 @@ def test_small_sizes_may_train_more_epochs_so_every_cell_may_take_the_same_steps
 
 
 def test_esnli_study_calls_the_sweep_seed_by_seed_in_the_layout_it_resumes(tmp_path, monkeypatch):
-    from utils import recipes, sweep
+    from utils import sweep
+    from utils.studies import sizes as recipes
 
     calls, reports = [], []
 
@@ -379,8 +380,8 @@ def test_the_size_plot_writes_a_png(study):
 
 
 def test_rebuilding_without_finished_cells_is_a_clear_error(tmp_path, monkeypatch):
-    from utils import recipes
     from utils.__main__ import main
+    from utils.studies import sizes as recipes
 
     with pytest.raises(FileNotFoundError, match="No finished e-SNLI cell.*--design sizes"):
         recipes.esnli_report(None, tmp_path, datasets=_fake_datasets())
@@ -394,8 +395,8 @@ def test_rebuilding_without_finished_cells_is_a_clear_error(tmp_path, monkeypatc
 
 @pytest.fixture
 def fake_study(monkeypatch):
-    from utils import recipes
     from utils.report import write_report
+    from utils.studies import sizes as recipes
 
     calls = []
 
@@ -437,7 +438,8 @@ def test_the_seed_option_orders_the_seeds_and_refuses_bad_use(tmp_path, fake_stu
 
 @pytest.mark.skipif(not PAPER.is_dir(), reason="the authors' released files are in ../shared/paper_datasets")
 def test_the_teacher_line_and_the_hashes_on_the_real_split(tmp_path):
-    from utils.recipes import esnli_datasets, paper_teacher, write_premise_hashes
+    from utils.studies.common import paper_teacher
+    from utils.studies.esnli_split import esnli_datasets, write_premise_hashes
 
     palm = esnli_datasets(PAPER)["palm"]
     test_ids = list(palm["test"]["id"])

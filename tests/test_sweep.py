@@ -131,7 +131,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "paper_datasets"
 
 @pytest.mark.parametrize("task", ["svamp", "cqa"])
 def test_study_datasets_carve_validation_from_train_only(task):
-    from utils.recipes import study_datasets
+    from utils.studies.fractions import study_datasets
 
     data = study_datasets(FIXTURES, task, validation_fraction=0.4)
     assert set(data) == {"all", "correct"}
@@ -145,7 +145,7 @@ def test_study_datasets_carve_validation_from_train_only(task):
 
 
 def test_study_config_per_profile_and_bad_choices():
-    from utils.recipes import study_config
+    from utils.studies.common import study_config
 
     tiny = study_config("svamp", "tiny")
     assert (tiny.task, tiny.student_layers, tiny.n_train, tiny.max_ops) == ("svamp", 6, None, None)
@@ -159,7 +159,7 @@ def test_study_config_per_profile_and_bad_choices():
 
 
 def test_the_variant_is_chosen_on_validation_never_on_test():
-    from utils.recipes import best_variant
+    from utils.studies.fractions import best_variant
 
     def cell(variant, val_label, val_rat, test_label):
         return {"variant": variant, "fraction": 0.5, "results": {

@@ -78,7 +78,7 @@ def check_params(params: dict, notebooks: tuple[str, ...] = NOTEBOOKS) -> None:
 def study_sizes_options(args) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """The seeds and stages of ``study --design sizes``, or a clear error: the design is e-SNLI's,
     its seeds are distinct integers >= 0 (default 0 1 2), and its only stage is ``report``."""
-    from utils.recipes import ESNLI_SEEDS
+    from utils.studies.sizes import ESNLI_SEEDS
 
     if args.task not in (None, "esnli"):
         raise SystemExit(f"--design sizes is the e-SNLI study; --task {args.task} does not apply (omit it).")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     teach.add_argument("--cache", required=True, help="JSONL cache to append to (resumable)")
     teach.add_argument("--n-train", type=int, default=None)
     teach.add_argument("--n-test", type=int, default=None)
-    study = sub.add_parser("study", help="the study on the authors' PaLM rationales (resumable; see utils/recipes.py)")
+    study = sub.add_parser("study", help="the study on the authors' PaLM rationales (resumable; see utils/studies/)")
     study.add_argument("--paper-data", required=True, help="folder with <task>/ from the authors' datasets.zip")
     study.add_argument("--task", default=None, help="svamp | cqa | esnli | anli1 (default: svamp; --design sizes: esnli)")
     study.add_argument("--profile", default="tiny", help="tiny (CPU, 6-layer student) | paper (GPU, T5 v1.1 base)")
@@ -137,10 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="recipe | ablation | final | self_consistency | report (repeatable; default: the "
                             "first three; report alone rewrites report.json and the figure from finished cells; "
                             "with --design sizes only report, which rebuilds the section without training)")
-    study.add_argument("--design", default="fractions", choices=("fractions", "cv", "candidates", "sizes"),
+    study.add_argument("--design", default="fractions", choices=("fractions", "cv", "candidates", "sizes", "steps"),
                        help="fractions: the staged study above; cv: k-fold cross-validation over every item "
                             "(standard, dss, ltr; one cell per fold and variant; resumable); candidates: the "
-                            "student candidates on fold 0; sizes: e-SNLI data efficiency on a premise-disjoint split")
+                            "student candidates on fold 0; sizes: e-SNLI data efficiency on a premise-disjoint split, "
+                            "epoch-capped; steps: e-SNLI again at matched optimizer steps over 5 seeds")
     study.add_argument("--publish", default=None,
                        help="also copy the run folder here without weights or problem texts (e.g. data/results/NAME)")
     study.add_argument("--fold", type=int, action="append", default=None,
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(run_dir, "timings", timings)
         print(render_markdown(run_dir))
         if args.publish:
-            from utils.recipes import publish_study
+            from utils.studies.common import publish_study
 
             publish_study(run_dir, args.publish, skip_dirs=DEMO_PUBLISH_SKIPS)
             print(f"published {run_dir} to {args.publish}")
@@ -220,24 +221,45 @@ def main(argv: list[str] | None = None) -> int:
             records = annotate(teacher, config, examples, args.cache, split)
             print(split, summarize_records(records))
     elif args.command == "study" and args.design == "sizes":
-        from utils import recipes
         from utils.report import describe_sizes, load_report
+        from utils.studies import common, sizes
 
         seeds, stages = study_sizes_options(args)
         run_dir = resolve_run_dir(args.run_dir or "runs/esnli")
         if stages:  # report only: rebuild the section from the finished cells
             try:
-                recipes.esnli_report(args.paper_data, run_dir, seeds)
+                sizes.esnli_report(args.paper_data, run_dir, seeds)
             except FileNotFoundError as exc:  # no finished cell yet: say so and name the command
                 raise SystemExit(str(exc)) from None
         else:
-            recipes.esnli_study(args.paper_data, run_dir, args.profile, seeds=seeds)
+            sizes.esnli_study(args.paper_data, run_dir, args.profile, seeds=seeds)
         if args.publish:
-            print(f"published {recipes.publish_study(run_dir, args.publish)} cells to {args.publish}")
+            print(f"published {common.publish_study(run_dir, args.publish)} cells to {args.publish}")
         print(render_markdown(run_dir))
-        print(describe_sizes(load_report(run_dir).get(recipes.ESNLI_SECTION)))
+        print(describe_sizes(load_report(run_dir).get(sizes.ESNLI_SECTION)))
+    elif args.command == "study" and args.design == "steps":
+        from utils.studies import common, steps
+
+        if args.task not in (None, "esnli") or args.fold:
+            raise SystemExit("--design steps is the e-SNLI study: --task and --fold do not apply (omit them).")
+        seeds = tuple(args.seed) if args.seed else steps.STEPS_SEEDS
+        run_dir = resolve_run_dir(args.run_dir or "runs/esnli_steps")
+        stages = tuple(dict.fromkeys(args.stage or ()))
+        if stages not in ((), ("report",)):
+            raise SystemExit(f"--design steps has one stage, report (rebuild the section from the finished cells "
+                             f"without training); got {', '.join(stages)}.")
+        try:
+            if not stages:
+                steps.steps_study(args.paper_data, run_dir, args.profile, seeds=seeds)
+            steps.steps_report(args.paper_data, run_dir, seeds)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        if args.publish:
+            print(f"published {common.publish_study(run_dir, args.publish)} cells to {args.publish}")
+        print(render_markdown(run_dir))
     elif args.command == "study" and args.design != "fractions":
-        from utils.recipes import cv_candidates, cv_study, publish_study
+        from utils.studies.common import publish_study
+        from utils.studies.cv import cv_candidates, cv_study
 
         if args.seed:
             raise SystemExit("--seed applies to --design sizes only.")
@@ -251,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"published {publish_study(run_dir, args.publish)} cells to {args.publish}")
         print(render_markdown(run_dir))
     elif args.command == "study":
-        from utils.recipes import paper_study
+        from utils.studies.fractions import paper_study
 
         if args.seed:
             raise SystemExit("--seed applies to --design sizes only.")

@@ -46,6 +46,8 @@ class RunConfig:
     modes: tuple[str, ...] = ("standard", "distill", "dss")  # which students notebook 03 trains
     alpha: float = 0.5  # dss loss = alpha * L_label + (1 - alpha) * L_rationale
     epochs: float = 6.0  # passes over the training rows
+    max_steps: int | None = None  # train exactly this many optimizer steps (epochs ignored; rows cycle)
+    eval_steps: int | None = None  # with max_steps: validate and checkpoint every this many steps
     learning_rate: float = 3e-4  # AdamW peak learning rate (linear decay)
     batch_size: int = 16  # rows per step (label and rationale rows together)
     max_source_length: int = 128  # input tokens kept
@@ -206,6 +208,12 @@ def validate_student_options(config: RunConfig) -> None:
     if config.save_steps is not None and (isinstance(config.save_steps, bool) or config.save_steps < 0):
         raise ValueError(f"save_steps must be None, 0 (no checkpoints), a fraction of an epoch below 1 or a "
                          f"number of steps, got {config.save_steps!r}.")
+    for name in ("max_steps", "eval_steps"):
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be None or a whole number of optimizer steps >= 1, got {value!r}.")
+    if config.eval_steps is not None and config.max_steps is None:
+        raise ValueError("eval_steps needs max_steps: a schedule counted in optimizer steps (set both).")
     if config.select_by not in ("loss", "accuracy"):
         raise ValueError(f"Unknown select_by {config.select_by!r}. Valid choices: loss (lowest validation loss), "
                          "accuracy (highest validation accuracy, label-only decoding).")

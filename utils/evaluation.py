@@ -301,7 +301,7 @@ def plot_fraction_sweep(rows: list[dict], teacher: dict | None, out_path: str | 
 
 
 def plot_size_curves(section: dict, out_path: str | Path, title: str = ""):
-    """A data-size study (``utils.recipes.esnli_report``): test accuracy against the number of
+    """A data-size study (``utils.studies.sizes.esnli_report``): test accuracy against the number of
     training examples (log-scale x, the sizes as ticks), one line per variant through its mean over
     seeds, and a 95 % band from the section's ``curves``: a percentile bootstrap over the test items
     of each item's share of seeds right, i.e. pooled over the seeds (not the spread between seeds,
@@ -351,7 +351,7 @@ def plot_size_curves(section: dict, out_path: str | Path, title: str = ""):
 
 def plot_paired_differences(section: dict, out_path: str | Path, paper_effect: float | None = None,
                             title: str = ""):
-    """A cross-validated study's paired differences against its baseline (``utils.recipes.cv_summary``):
+    """A cross-validated study's paired differences against its baseline (``utils.studies.cv.cv_summary``):
     each variant's difference in points with its 95% paired-bootstrap interval, zero, the design's
     minimum detectable effect at 80 % power (shaded, around zero) and, for scale, the paper's effect
     in points (default: the section's ``paper_difference``; none drawn for a task without one)."""

@@ -77,6 +77,8 @@ class TrainResult:
     resumed_from: str | None = None
     checkpoint_seconds: float = 0.0  # part of train_seconds spent writing checkpoints
     cut_rows: dict = field(default_factory=dict)  # per split: rows whose source or target was cut
+    optimizer_steps: int = 0  # optimizer steps taken in all (a resumed run counts the earlier ones too)
+    rows_seen: dict = field(default_factory=dict)  # training rows those steps consumed, per task (label, rationale)
 
 
 def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: bool = False,
@@ -466,6 +468,24 @@ def _length_grouped(rows: list[dict], batch_size: int, seed: int) -> list[dict]:
     return grouped
 
 
+def rows_seen(features: list[dict], steps: int, batch: int) -> dict[str, int]:
+    """The training rows ``steps`` optimizer steps consume, per task: the Trainer walks the ordered
+    rows in batches of ``batch`` (the last batch of a pass may be short) and starts over after the
+    last, so a ``dss`` example is two rows and costs what two ``standard`` examples cost."""
+    if batch < 1 or steps < 0:
+        raise ValueError(f"batch must be >= 1 and steps >= 0, got {batch} and {steps}.")
+    per_pass = math.ceil(len(features) / batch)
+    counts = {"label": 0, "rationale": 0}
+    if not per_pass:
+        return counts
+    tasks = [f["task"] for f in features]
+    whole, rest = divmod(steps, per_pass)
+    seen = tasks * whole + tasks[: rest * batch]
+    counts["rationale"] = sum(1 for t in seen if t == 1)
+    counts["label"] = len(seen) - counts["rationale"]
+    return counts
+
+
 def trainer_is_main() -> bool:
     """Whether this process prints for the run (rank 0 under torchrun / accelerate, or alone)."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -503,6 +523,8 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
     # fp32 for causal students: their forward pass bypassed the autocast wrapper).
     wants_bf16 = True if config.bf16 is None else bool(config.bf16)
     save_steps = config.save_steps
+    if config.max_steps:  # a schedule in optimizer steps: validate and checkpoint every eval_steps
+        save_steps = config.eval_steps or config.max_steps
     if save_steps and 0 < save_steps < 1:  # a fraction of an epoch
         save_steps = max(1, math.ceil(save_steps * n_rows / batch))
     if save_steps == 0:  # no checkpoints at all (nothing to resume from)
@@ -521,11 +543,13 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,  # when set, the Trainer cycles the rows until this many steps
         learning_rate=config.learning_rate,
         lr_scheduler_type="linear",
-        warmup_steps=max(1, math.ceil(0.05 * config.epochs * n_rows / batch)),  # same float order as the tiny results
+        warmup_steps=max(1, math.ceil(0.05 * config.max_steps) if config.max_steps else
+                         math.ceil(0.05 * config.epochs * n_rows / batch)),  # same float order as the tiny results
         weight_decay=0.0,
-        logging_steps=max(1, math.ceil(n_rows / batch / 2)),
+        logging_steps=max(1, math.ceil(min(n_rows / batch, config.max_steps or n_rows) / 2)),
         save_total_limit=2,
         report_to="none",
         use_cpu=device == "cpu",
@@ -826,9 +850,11 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
                 "max_source_length": config.max_source_length, "max_target_length": config.max_target_length,
                 "cut_rows": cut_rows}
         atomic_write_json(output_dir / "student_meta.json", meta)
+    steps = int(trainer.state.global_step)
     result = TrainResult(str(output_dir), mode, family, count_parameters(final), seconds,
                          trainer.target_tokens, trainer.target_tokens / max(seconds, 1e-9),
-                         trainer.state.log_history, checkpoint, trainer.checkpoint_seconds, cut_rows)
+                         trainer.state.log_history, checkpoint, trainer.checkpoint_seconds, cut_rows, steps,
+                         rows_seen(features, steps, global_batch_size(config)))
     if trainer.is_world_process_zero():
         atomic_write_json(output_dir / "train_log.json", result.__dict__)
         if not config.keep_checkpoints:

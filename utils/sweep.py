@@ -183,6 +183,13 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                                   "selected_by": "accuracy" if by_accuracy else "loss",
                                   "epochs_trained": max((h.get("epoch") or 0 for h in result.log_history), default=None),
                                   "best_epoch": best.get("epoch") if best else None,
+                                  # compute, counted: a dss example is two rows, so epochs do not compare
+                                  "optimizer_steps": result.optimizer_steps,
+                                  "label_rows": result.rows_seen.get("label", 0),
+                                  "rationale_rows": result.rows_seen.get("rationale", 0),
+                                  "validation_curve": [[h["step"], h["eval_accuracy"]] for h in evals
+                                                       if "eval_accuracy" in h],
+                                  "best_step": best.get("step") if best else None,
                                   # a cell resumed from a checkpoint: its seconds cover the resumed part only
                                   "resumed_from": result.resumed_from,
                                   "train_losses": [(h.get("epoch"), h["loss"]) for h in result.log_history if "loss" in h]}
@@ -207,7 +214,8 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                         "ids": {split: list(data[split]["id"]) for split in data},
                         "machine": machine_info(),
                         "n_rationales": sum(1 for r in data["train"]["rationale"] if r),
-                        "epochs_cap": cfg.epochs,  # the most epochs it could train (early stopping may stop sooner)
+                        "epochs_cap": None if cfg.max_steps else cfg.epochs,  # the most epochs it could train
+                        "max_steps": cfg.max_steps,  # a schedule in optimizer steps (then epochs_cap is None)
                         "parameters": count_parameters(model), "model": str(model_dir) if given or keep_models else None,
                         "results": results, "seconds": time.perf_counter() - start,
                         # CPU time of this process, all threads: unlike wall seconds, not inflated by a
