@@ -39,8 +39,10 @@ from utils.report.sizes import (
     verify_disjoint,
     verify_sizes,
 )
+from utils.report.steps import STEPS_COMMAND, describe_steps, markdown_steps, steps_questions, verify_steps
 
-__all__ = ["PREMISE_FILE", "REPORT_SCHEMA", "SCHEMA_VERSION", "SIZES_COMMAND", "cell_dir", "cell_size", "cv_sections",
+__all__ = ["PREMISE_FILE", "REPORT_SCHEMA", "SCHEMA_VERSION", "SIZES_COMMAND", "STEPS_COMMAND", "describe_steps",
+           "markdown_steps", "steps_questions", "verify_steps", "cell_dir", "cell_size", "cv_sections",
            "data_efficiency", "describe_cv", "describe_sizes", "load_report", "markdown_cv", "markdown_evaluation",
            "markdown_sizes", "markdown_sweep", "render_markdown", "size_curves", "size_results", "sweep_sections",
            "validate_report", "verify_cv", "verify_disjoint", "verify_predictions", "verify_sizes", "write_report"]
@@ -73,6 +75,8 @@ def verify_predictions(run_dir: str | Path, task: str | None = None) -> list[str
             problems += verify_disjoint(folder, name, sweep)
         if "data_efficiency" in sweep:
             problems += verify_sizes(folder, name, sweep, task)
+        if "questions" in sweep:
+            problems += verify_steps(folder, name, sweep, task)
     for name, section in cv_sections(report).items():
         problems += verify_cv(run_dir, name, section, task)
     return problems
@@ -105,7 +109,9 @@ def render_markdown(run_dir: str | Path) -> str:
     if text:
         parts += ["", text]
     for name, sweep in sweep_sections(report).items():
-        parts += ["", markdown_sizes(name, sweep) if "data_efficiency" in sweep else markdown_sweep(name, sweep)]
+        shown = (markdown_steps if "questions" in sweep else markdown_sizes if "data_efficiency" in sweep
+                 else markdown_sweep)
+        parts += ["", shown(name, sweep)]
     for name, section in cv_sections(report).items():
         parts += ["", markdown_cv(name, section)]
     if report.get("timings"):

@@ -104,3 +104,122 @@ def steps_study(paper_root: str | Path, run_dir: str | Path, profile: str = "tin
             run_sweep(steps_config(profile, size), [size / pool], seeds=(seed,), dataset=datasets, run_dir=run_dir,
                       variants=variants, name=STEPS_SECTION, splits=("test",), log=log)
     return load_cells(run_dir / STEPS_SECTION)
+
+
+def steps_progress(cells: list[dict], pool: int, seeds=STEPS_SEEDS) -> dict:
+    """How much of the grid finished: ``expected`` and ``finished`` cells, and per seed ``[finished, expected]``."""
+    from utils.report.sizes import cell_size
+
+    done = {(c["variant"], cell_size(c, pool), c["seed"]) for c in cells}
+    all_seeds = sorted(set(check_seeds(seeds)) | {seed for _, _, seed in done})
+    plan = steps_plan(all_seeds)
+    return {"expected": len(steps_plan(seeds)), "finished": sum(1 for key in steps_plan(seeds) if key in done),
+            "seeds": {str(s): [sum(1 for k in plan if k[2] == s and k in done), sum(1 for k in plan if k[2] == s)]
+                      for s in all_seeds}}
+
+
+def steps_report(paper_root: str | Path, run_dir: str | Path, seeds=STEPS_SEEDS, datasets=None, log=print) -> dict:
+    """Rebuild the ``esnli_steps`` section of ``report.json`` from the finished cells, training nothing:
+    accuracy per variant and size (``size_curves``), the plateau of every cell, the three questions
+    over seeds (``utils.report.steps.steps_questions``), the PaLM teacher on the same test items, the
+    premise hashes, and two figures (accuracy against size with each seed's point; validation
+    accuracy against steps at 250 items). Raises ``ValueError`` if compute was not matched."""
+    from utils.config import machine_info
+    from utils.report import write_report
+    from utils.report.sizes import PREMISE_FILE, size_curves, size_results
+    from utils.report.steps import STEPS_COMMAND, plateau_summary, steps_questions, unmatched_steps
+    from utils.studies.common import paper_teacher
+    from utils.studies.esnli_split import ESNLI_SPLIT_SEED, write_premise_hashes
+    from utils.sweep import load_cells, sweep_report
+
+    run_dir = Path(run_dir)
+    sweep_dir = run_dir / STEPS_SECTION
+    cells = load_cells(sweep_dir) if sweep_dir.is_dir() else []
+    if not cells:
+        raise ValueError(f"No finished cell in {sweep_dir}: run the study first ({STEPS_COMMAND}).")
+    data = (datasets or esnli_datasets(paper_root))["palm"]
+    pool, test_ids = len(data["train"]), set(data["test"]["id"])
+    for cell in cells:
+        if set(cell["ids"]["test"]) != test_ids:
+            raise ValueError(f"{cell['dir']} was tested on other items than the study's split "
+                             f"(split seed {ESNLI_SPLIT_SEED}): a run folder of another split?")
+    unmatched = unmatched_steps(cells, pool)
+    if unmatched:
+        raise ValueError("Compute is not matched: " + "; ".join(unmatched))
+    write_premise_hashes(sweep_dir, data, cells)
+    teacher = paper_teacher(paper_root, "esnli", sweep_dir, ids=data["test"]["id"])
+    results = size_results(cells, sweep_dir, "esnli", pool)
+    batch = steps_config().batch_size
+    section = {**sweep_report(cells), "comparisons": [],  # the questions replace the item-only comparisons
+               "pool": pool, "validation_items": len(data["validation"]), "test_items": len(test_ids),
+               "premises": PREMISE_FILE, "teacher": teacher,
+               "design": {"grid": {str(n): list(v) for n, v in STEPS_GRID.items()}, "steps": STEPS_BUDGET[250],
+                          "steps_by_size": {str(n): s for n, s in STEPS_BUDGET.items()}, "eval_every": STEPS_EVAL_EVERY,
+                          "batch_size": batch, "seeds": list(check_seeds(seeds)), "split_seed": ESNLI_SPLIT_SEED,
+                          "machines": sorted({(c.get("machine") or {}).get("processor") or "?" for c in cells})},
+               "grid": steps_progress(cells, pool, seeds), "curves": size_curves(results),
+               "plateau": plateau_summary(cells, pool),
+               "questions": steps_questions(results, STEPS_BASELINE_SIZE, STEPS_MARGIN),
+               "reported_on": machine_info().get("processor")}
+    write_report(run_dir, STEPS_SECTION, section)
+    (run_dir / "figures").mkdir(exist_ok=True)
+    plot_steps_sizes(section, results, run_dir / "figures" / "esnli_steps_sizes.png")
+    plot_validation_curves(cells, pool, 250, run_dir / "figures" / "esnli_steps_validation.png")
+    log(f"e-SNLI at matched steps: {section['grid']['finished']} of {section['grid']['expected']} cells reported")
+    return section
+
+
+def plot_steps_sizes(section: dict, results: dict, out_path: str | Path):
+    """Test accuracy against training size at matched steps: each seed's cell a small point, each
+    variant's mean over seeds a line, the PaLM teacher a dashed line. Saved as a PNG."""
+    from utils.evaluation import load_pyplot
+
+    plt = load_pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    curves = section["curves"]
+    for index, name in enumerate(v for v in STEPS_VARIANTS if any(r["variant"] == v for r in curves)):
+        line = sorted((r for r in curves if r["variant"] == name), key=lambda r: r["size"])
+        nudge = 1 + 0.03 * (index - 1)  # side by side, so the seeds' points do not hide each other
+        for (v, size, _seed), marks in sorted(results.items()):
+            if v == name:
+                ax.plot(size * nudge, 100 * sum(marks.values()) / len(marks), ".", color=f"C{index}", alpha=0.5)
+        seeds = max(r["seeds"] for r in line)
+        ax.plot([r["size"] * nudge for r in line], [100 * r["mean"] for r in line], marker="o", color=f"C{index}",
+                label=f"{name} (mean of {seeds} seed{'s' * (seeds > 1)}; dots: each seed)")
+    teacher = section.get("teacher")
+    if teacher:
+        ax.axhline(100 * teacher["accuracy"], color="k", ls="--", lw=1, label=f"PaLM teacher (n={teacher['n']})")
+    sizes = sorted({r["size"] for r in curves})
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training examples (log scale); every cell 320 optimizer steps of 16 rows")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"e-SNLI at matched steps ({section['grid']['finished']} of {section['grid']['expected']} cells)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    return fig
+
+
+def plot_validation_curves(cells: list[dict], pool: int, size: int, out_path: str | Path):
+    """Validation accuracy against optimizer steps for the variants at one training size, a thin line
+    per seed: what "equal compute" and "trained to its plateau" look like. Saved as a PNG."""
+    from utils.evaluation import load_pyplot
+    from utils.report.sizes import cell_size
+
+    plt = load_pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for index, name in enumerate(STEPS_VARIANTS):
+        mine = [c for c in cells if c["variant"] == name and cell_size(c, pool) == size and c.get("validation_curve")]
+        for n, cell in enumerate(sorted(mine, key=lambda c: c["seed"])):
+            steps, accs = zip(*cell["validation_curve"])
+            ax.plot(steps, [100 * a for a in accs], color=f"C{index}", lw=1, alpha=0.8,
+                    label=f"{name} ({len(mine)} seed{'s' * (len(mine) > 1)})" if n == 0 else None)
+    ax.set_xlabel("optimizer steps (16 rows each)")
+    ax.set_ylabel(f"validation accuracy (%), {size} training examples")
+    ax.set_title(f"e-SNLI, {size} training examples: validation accuracy against steps")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    return fig

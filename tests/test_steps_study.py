@@ -1,0 +1,183 @@
+"""The matched-steps e-SNLI design (utils.studies.steps, utils.report.steps): steps counted and
+matched, the plateau rule, the three questions over seeds, ``report --verify`` and the sentences.
+Cells are written by hand, as ``run_sweep`` leaves them, except one real two-cell sweep on the
+bundled model's two-layer cut that checks what a cell records about its compute."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from test_esnli_study import POOL, _fake_datasets, _fake_teacher, write_esnli_cell
+
+from utils.report.steps import plateaued, steps_questions
+from utils.studies.steps import STEPS_BUDGET, STEPS_SECTION, steps_config, steps_plan
+from utils.student import rows_seen
+
+TEST = 60
+# per seed, how many more test items dss gets right than standard at 250 (a spread over seeds)
+DSS_GAIN = {0: 6, 1: 1, 2: 9, 3: -2, 4: 5}
+
+
+def _outcome(variant: str, size: int, seed: int) -> dict[str, bool]:
+    """standard at 1,000: item i right when i % 10 < 7; smaller standard cells lose 6 items; dss gains
+    DSS_GAIN[seed] items over standard at its size; dss-all4 equals dss except one item."""
+    right = {f"t{i}": i % 10 < 7 for i in range(TEST)}
+    if size < 1000:
+        right.update({i: False for i in [k for k in right if right[k]][:6]})
+    if variant in ("dss", "dss-all4"):
+        gain = DSS_GAIN[seed]
+        wrong, good = [k for k in right if not right[k]], [k for k in right if right[k]]
+        right.update({i: True for i in wrong[:gain]} if gain > 0 else {i: False for i in good[:-gain]})
+    if variant == "dss-all4":
+        first = next(iter(right))
+        right[first] = not right[first]
+    return right
+
+
+def _curve(seed: int, steps: int = 320) -> list[list]:
+    rng = random.Random(seed)
+    accs = [0.4, 0.55, 0.62, 0.66, 0.68, 0.69, 0.692, 0.694]  # levels off: the last quarter adds < 1 point
+    return [[40 * (k + 1), round(a + rng.uniform(-0.002, 0.002), 4)] for k, a in enumerate(accs)][: steps // 40]
+
+
+def _write(run_dir: Path, variant: str, size: int, seed: int, steps: int = 320) -> None:
+    cell_dir = write_esnli_cell(run_dir / STEPS_SECTION, variant, size, seed, _outcome(variant, size, seed))
+    cell = json.loads((cell_dir / "cell.json").read_text())
+    cell.update(max_steps=STEPS_BUDGET[size], optimizer_steps=steps, validation_curve=_curve(seed),
+                label_rows=steps * 8, rationale_rows=steps * 8, machine={"processor": "test"})
+    (cell_dir / "cell.json").write_text(json.dumps(cell))
+
+
+def _build(run_dir: Path, monkeypatch, seeds=(0, 1, 2, 3, 4)) -> dict:
+    from utils.studies import common, steps
+
+    monkeypatch.setattr(common, "paper_teacher", _fake_teacher)
+    (run_dir / "config.json").write_text(json.dumps({"profile": "tiny", "task": "esnli"}))
+    for variant, size, seed in steps_plan(seeds):
+        _write(run_dir, variant, size, seed)
+    return steps.steps_report(None, run_dir, datasets=_fake_datasets(), log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("steps")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return run_dir, _build(run_dir, monkeypatch)
+
+
+def test_the_plan_is_seed_major_and_every_cell_of_a_size_gets_the_same_steps():
+    plan = steps_plan((0, 1))
+    assert plan[:6] == [("standard", 250, 0), ("dss", 250, 0), ("dss-all4", 250, 0), ("standard", 500, 0),
+                        ("dss", 500, 0), ("standard", 1000, 0)]
+    assert [s for _, _, s in plan] == [0] * 6 + [1] * 6
+    for size in STEPS_BUDGET:
+        config = steps_config("tiny", size)
+        assert (config.max_steps, config.eval_steps) == (STEPS_BUDGET[size], 40)
+        assert config.pack_rows and config.prune_vocab and config.flush_denormal
+    with pytest.raises(ValueError, match="distinct"):
+        steps_plan((0, 0))
+    with pytest.raises(ValueError, match="No step budget"):
+        steps_config("tiny", 125)
+
+
+def test_rows_seen_counts_what_the_steps_consume():
+    features = [{"task": t} for t in (0, 1, 0, 1, 0)]  # a dss split: 3 label rows, 2 rationale rows
+    assert rows_seen(features, 2, 2) == {"label": 2, "rationale": 2}  # batches [0,1] [0,1]
+    assert rows_seen(features, 3, 2) == {"label": 3, "rationale": 2}  # then the short last batch [0]
+    assert rows_seen(features, 6, 2) == {"label": 6, "rationale": 4}  # two whole passes
+    with pytest.raises(ValueError):
+        rows_seen(features, 1, 0)
+
+
+def test_the_plateau_rule():
+    rising = [[40 * k, 0.3 + 0.05 * k] for k in range(1, 9)]  # still gaining 10 points in the last quarter
+    assert not plateaued(rising, 320)["plateaued"]
+    flat = [[40 * k, min(0.7, 0.3 + 0.1 * k)] for k in range(1, 9)]  # best at step 160
+    assert plateaued(flat, 320) == {"best_step": 160, "last_quarter_gain": 0.0, "plateaued": True}
+    late = [[40, 0.5], [80, 0.6], [120, 0.65], [160, 0.66], [200, 0.67], [240, 0.68], [280, 0.684], [320, 0.685]]
+    out = plateaued(late, 320)  # best at the last step, but the last quarter adds 0.5 point: a plateau
+    assert out["best_step"] == 320 and out["plateaued"] and out["last_quarter_gain"] == pytest.approx(0.005)
+
+
+def test_the_report_answers_the_three_questions_over_seeds_and_verifies(built):
+    from utils.report import describe_steps, load_report, render_markdown, validate_report, verify_predictions
+
+    run_dir, section = built
+    validate_report(load_report(run_dir))
+    rows = {(r["question"], r["variant"], r["size"]): r for r in section["questions"]["rows"]}
+    a = rows[("a", "dss", 250)]
+    assert a["k"] == 5 and [r["run"] for r in a["runs"]] == [0, 1, 2, 3, 4]
+    assert [round(r["difference"] * TEST) for r in a["runs"]] == [DSS_GAIN[s] for s in range(5)]
+    assert a["difference"] == pytest.approx(sum(DSS_GAIN.values()) / 5 / TEST)
+    # the hierarchical interval counts the seed spread: wider than the item-only one
+    width = lambda ci: ci[1] - ci[0]
+    assert width(a["ci95"]) > width(a["item_only"]["ci95"])
+    assert a["p_value"] > 0 and a["p_holm"] >= a["p_value"]
+    assert ("b", "dss-all4", 250) in rows and ("b", "dss", 500) not in rows
+    c = rows[("c", "dss", 500)]
+    assert c["baseline_size"] == 1000 and "equivalence" in c and c["equivalence"]["margin"] == 0.02
+    assert section["plateau"] == {**section["plateau"], "plateaued": 30, "total": 30}
+    assert verify_predictions(run_dir, "esnli") == []
+    text = describe_steps(section)
+    assert "(a)" in text and "(b)" in text and "(c)" in text and "5 seeds" in text
+    assert f"{100 * a['difference']:+.1f} points" in text
+    assert "esnli_steps: test accuracy (%) at matched steps" in render_markdown(run_dir)
+    assert (run_dir / "figures" / "esnli_steps_sizes.png").stat().st_size > 0
+    assert (run_dir / "figures" / "esnli_steps_validation.png").stat().st_size > 0
+
+
+def test_verify_catches_a_changed_prediction(built, tmp_path):
+    import shutil
+
+    from utils.report import verify_predictions
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(built[0], run_dir)
+    path = next((run_dir / STEPS_SECTION / "cells" / "dss").glob("*-s0")) / "predictions_test_label.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["prediction"] = "nonsense"  # a right answer turned wrong
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    problems = verify_predictions(run_dir, "esnli")
+    assert any("questions" in p for p in problems) and any("predictions give" in p for p in problems)
+
+
+def test_unmatched_steps_are_refused(tmp_path, monkeypatch):
+    from utils.studies import common, steps
+
+    monkeypatch.setattr(common, "paper_teacher", _fake_teacher)
+    _write(tmp_path, "standard", 250, 0, steps=320)
+    _write(tmp_path, "dss", 250, 0, steps=640)  # twice the steps: the old epoch-counted schedule
+    with pytest.raises(ValueError, match=r"not matched.*size 250, seed 0"):
+        steps.steps_report(None, tmp_path, datasets=_fake_datasets(), log=lambda *a: None)
+
+
+def test_questions_with_one_seed_are_reported_without_a_seed_interval():
+    results = {(v, n, 0): _outcome(v, n, 0) for v, n, _ in steps_plan((0,))}
+    rows = steps_questions(results)["rows"]
+    assert rows and all(r["k"] == 1 and r["t"]["ci95"] is None and r["mde_80"] is None for r in rows)
+
+
+@pytest.mark.slow
+def test_a_real_cell_records_its_steps_rows_and_validation_curve(tmp_path):
+    """Two real cells on a two-layer cut of the bundled model, counted in steps: each takes exactly
+    max_steps optimizer steps, validates every eval_steps, and records what it consumed."""
+    import dataclasses
+
+    from tests.test_sweep import arith_dataset
+    from utils.sweep import Variant, run_sweep, split_validation
+
+    data = split_validation(arith_dataset(12, 4), 0.25)
+    config = dataclasses.replace(steps_config("tiny", 250), task="arith", student_layers=2, batch_size=4,
+                                 max_steps=4, eval_steps=2, prune_vocab=False)
+    cells = run_sweep(config, (1.0,), seeds=(0,), dataset=data, run_dir=tmp_path, name="s",
+                      variants=[Variant("standard", "standard"), Variant("dss", "dss")], log=lambda *a: None)
+    by = {c["variant"]: c for c in cells}
+    for cell in cells:
+        assert cell["optimizer_steps"] == 4 and cell["max_steps"] == 4 and cell["epochs_cap"] is None
+        assert [step for step, _ in cell["validation_curve"]] == [2, 4]
+        assert cell["best_step"] in (2, 4)
+    assert by["standard"]["n_train"] == 9  # 12 problems, a quarter carved off for validation
+    # batches of 4, 4 and 1 rows make a pass; the fourth step starts the next pass: 13 rows
+    assert (by["standard"]["label_rows"], by["standard"]["rationale_rows"]) == (13, 0)
+    assert by["dss"]["rationale_rows"] > 0 and by["dss"]["label_rows"] + by["dss"]["rationale_rows"] >= 13
