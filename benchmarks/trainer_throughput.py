@@ -259,7 +259,8 @@ def seq2seq_epoch_work(data: str, init: str, batch_size: int, seed: int = 123) -
 
     from utils.config import load_config
     from utils.models import load_model, load_tokenizer
-    from utils.student import build_rows, order_rows, tokenize_rows
+    from utils.prompting import build_rows
+    from utils.student import order_rows, tokenize_rows
 
     config = load_config("tiny", student_family="seq2seq", batch_size=batch_size, seed=seed)
     params = flop_parameters(load_model(init, "seq2seq"), "seq2seq")
@@ -440,7 +441,7 @@ def causal_init(layers: int, data: str | None = None, source: str | None = None)
     from datasets import load_from_disk
 
     from utils.config import load_config
-    from utils.student import prepare_student_init, prune_student_vocab
+    from utils.student_init import prepare_student_init, prune_student_vocab
 
     config = load_config("tiny", student_layers=layers or None, prune_vocab=data is not None)
     if source:
@@ -529,7 +530,7 @@ def seq2seq_pruned_init(data: str, source: str, out: Path) -> str:
     from datasets import load_from_disk
 
     from utils.config import load_config
-    from utils.student import prune_student_vocab
+    from utils.student_init import prune_student_vocab
 
     config = load_config("tiny", student_family="seq2seq", prune_vocab=True)
     return prune_student_vocab(source, load_from_disk(data), config, out_dir=out)

@@ -144,8 +144,8 @@ def test_labels_stopped_at_the_first_line_match_full_decoding_cut_afterwards():
 
 
 def test_rationale_targets_end_the_way_the_task_parser_reads():
+    from utils.prompting import build_rows
     from utils.rationales import parse_cot
-    from utils.student import build_rows
 
     split = Dataset.from_list([{"id": "1", "input": "Q?", "label": "bank", "teacher_label": "bank",
                                 "rationale": "Money is kept in a bank.", "teacher_correct": True}])

@@ -119,7 +119,7 @@ def test_lora_checkpoint_is_exported_merged(run, tmp_path):
     import torch
 
     from utils.models import load_model, load_tokenizer
-    from utils.student import apply_lora
+    from utils.student_init import apply_lora
 
     base = run["checkpoint"]
     peft_model = apply_lora(load_model(base), "causal", {"r": 4, "alpha": 8})

@@ -9,11 +9,10 @@ from datasets import Dataset, DatasetDict
 
 from utils.config import load_config
 from utils.models import load_model, load_tokenizer, make_layer_subset_student
-from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX
+from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX, build_rows
 from utils.student import (
     IGNORE,
     MultiTaskCollator,
-    build_rows,
     multitask_loss,
     token_losses,
     tokenize_rows,
@@ -188,7 +187,7 @@ def test_training_arguments_follow_use_bf16_and_the_checkpoint_settings(monkeypa
 
 
 def test_last_checkpoint_skips_one_whose_save_was_cut_short(tmp_path):
-    from utils.student import last_checkpoint
+    from utils.checkpoints import last_checkpoint
 
     assert last_checkpoint(tmp_path / "none") is None
     for step, files in ((2, "all"), (4, "all"), (6, "no state")):
@@ -274,7 +273,7 @@ def test_chat_template_prompt_format(tiny_student, tiny_t5, tmp_path):
 
 @pytest.mark.slow
 def test_lora_targets_and_token_losses_through_the_peft_wrapper(tiny_student, tiny_t5):
-    from utils.student import apply_lora, lora_targets
+    from utils.student_init import apply_lora, lora_targets
 
     for (path, tokenizer), family, targets in ((tiny_student, "causal", ["q_proj", "v_proj"]),
                                                 (tiny_t5, "seq2seq", ["q", "v"])):
@@ -552,7 +551,7 @@ def test_a_packed_batch_gives_the_padded_loss_and_gradient(tiny_student):
 @pytest.mark.slow
 def test_a_packed_student_with_a_pruned_vocabulary_trains_and_answers(tiny_student, tmp_path, monkeypatch):
     from utils.evaluation import evaluate_student
-    from utils.student import vocabulary_texts
+    from utils.student_init import vocabulary_texts
 
     monkeypatch.setenv("DSS_CACHE", str(tmp_path / "cache"))
     path, tokenizer = tiny_student

@@ -17,9 +17,11 @@ import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file
 
+from utils.checkpoints import last_checkpoint
 from utils.config import load_config
 from utils.models import load_tokenizer, make_layer_subset_student
-from utils.student import build_rows, last_checkpoint, tokenize_rows, train_student
+from utils.prompting import build_rows
+from utils.student import tokenize_rows, train_student
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parent.parent

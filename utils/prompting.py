@@ -3,6 +3,7 @@
 Torch-free on purpose: the report, the service and the data stage read the prompt format without
 importing the ``Trainer``. A student reads ``[label] <input>`` (answer) or ``[rationale] <input>``
 (rationale); causal students read that plus a newline (or a chat turn) and continue with the target.
+``build_rows`` says which of those rows, and which targets, each training mode learns.
 
 Too-long sources and targets are cut in the middle, never at an end: the task prefix and the
 input's start stay, and so do its end (the question, the trailing newline or chat header) and a
@@ -22,6 +23,9 @@ FAMILIES = ("causal", "seq2seq")
 LTR_SEPARATOR = "\n"
 # The columns a rationale dataset needs (utils.data.build_rationale_dataset writes them).
 COLUMNS = ("id", "input", "label", "rationale", "teacher_label")
+# The training modes (``build_rows``) and where a ``dss`` student's labels come from.
+MODES = ("standard", "distill", "dss", "ltr")
+LABEL_SOURCES = ("gold", "teacher")
 
 
 def check_family(family: str) -> None:
@@ -48,6 +52,55 @@ def rationale_with_answer(rationale: str, answer: str, task: str | None = None) 
 
     marker = get_task(task).answer_ending if task else "The answer is"
     return f"{rationale.rstrip()} {marker} {answer}."
+
+
+def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: bool = False,
+               task: str | None = None) -> list[dict]:
+    """The (source, target, task) rows one mode trains on; task 0 is the label, 1 the rationale.
+
+    ``standard``: gold labels. ``distill``: teacher labels. ``dss``: labels (gold by default, the
+    paper's main setting; ``label_source="teacher"`` for teacher labels) plus one rationale row
+    for every example that has a rationale. ``ltr`` (label-then-rationale, Wadhwa et al. 2024):
+    one row per example, ``[label] <input>`` -> ``<gold label>\n<rationale>``; decoding the first
+    line gives the answer, so inference costs what ``standard``'s does. ``rationale_answer=True`` ends each rationale target
+    with the answer that rationale reached (``rationale_label``; a rationale kept because it reached
+    the gold answer ends with that answer, even when the teacher's vote was another).
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
+    if label_source not in LABEL_SOURCES:
+        raise ValueError(f"Unknown label_source {label_source!r}. Valid choices: {', '.join(LABEL_SOURCES)}.")
+    use_teacher = mode == "distill" or (mode == "dss" and label_source == "teacher")
+    rows = []
+    for index, ex in enumerate(split):
+        label = ex["teacher_label"] if use_teacher else ex["label"]
+        if label and mode == "ltr" and ex["rationale"]:
+            label = label + LTR_SEPARATOR + ex["rationale"]
+        if label:
+            rows.append({"source": LABEL_PREFIX + ex["input"], "target": label, "task": 0, "example": index})
+        if mode == "dss":
+            # An example may carry more rationales (column extra_rationales, e.g. human explanations
+            # beside the teacher's): each becomes a rationale row of its own.
+            for rationale in [ex["rationale"], *(ex.get("extra_rationales") or [])]:
+                if not rationale:
+                    continue
+                target = rationale_with_answer(rationale, _own_answer(ex), task) if rationale_answer else rationale
+                rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": target, "task": 1, "example": index})
+    if mode == "ltr" and not any(LTR_SEPARATOR in r["target"] for r in rows):
+        raise ValueError("Mode 'ltr' needs rationales, but no training row has one. Check the teacher records "
+                         "(notebook 01) or use rationale_policy='all', or train mode 'standard'.")
+    if mode == "dss" and not any(r["task"] == 1 for r in rows):
+        raise ValueError("Mode 'dss' needs rationales, but no training row has one. Check the teacher "
+                         "records (notebook 01) or use rationale_policy='all', or train mode 'standard'.")
+    if not rows:
+        raise ValueError(f"Mode {mode!r} found no training rows with a label.")
+    return rows
+
+
+def _own_answer(example: dict) -> str:
+    """The answer an example's rationale reached (datasets built before that column: the vote)."""
+    own = example.get("rationale_label")
+    return own if own else (example["teacher_label"] or example["label"])
 
 
 def format_prompt(tokenizer, source: str, family: str, chat: bool = False) -> str:

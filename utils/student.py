@@ -6,6 +6,10 @@ forward pass; the loss is ``alpha * L_label + (1 - alpha) * L_rationale``, each 
 over that task's target tokens. Because this is a plain ``Trainer``, ``accelerate launch`` and
 ``torchrun`` scale it out unchanged.
 
+This module holds the trainer and the loss. What it builds on lives beside it: the rows each mode
+learns (``utils.prompting.build_rows``), the checkpoint a student starts from and its LoRA adapters
+(``utils.student_init``), and which checkpoint a run resumes from (``utils.checkpoints``).
+
 Options are typed fields of ``RunConfig`` (``utils.config``; checked in ``validate_student_options``):
 
 - ``label_source``: ``"gold"`` (default, the paper's main setting: gold labels plus teacher
@@ -14,7 +18,8 @@ Options are typed fields of ``RunConfig`` (``utils.config``; checked in ``valida
 - ``chat_template``: ``True`` wraps causal prompts in the model's chat template (when its
   tokenizer has one) instead of the plain ``"<prefix><input>\\n"``; see ``utils.prompting``.
 - ``lora``: ``True`` or ``{"r": 8, "alpha": 16, "dropout": 0.0, "targets": [...]}`` trains LoRA
-  adapters through ``peft`` and merges them before saving, so the saved student is a plain model.
+  adapters through ``peft`` and merges them before saving, so the saved student is a plain model
+  (``utils.student_init.apply_lora``).
 - ``bf16``: students train with bf16 autocast where ``utils.config.use_bf16`` says it is fast
   (1.6x faster for the 6-layer causal student on an avx512_bf16 CPU); ``False`` forces fp32.
 - ``rationale_answer``: ``True`` ends every rationale target with ``The answer is <answer>.``, the
@@ -33,7 +38,6 @@ inference; ``TrainResult.cut_rows`` counts the rows cut per split.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -44,22 +48,30 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
+from utils.checkpoints import drop_incomplete_checkpoints, last_checkpoint
 from utils.prompting import (
     LABEL_PREFIX,
-    LTR_SEPARATOR,
+    MODES,
     RATIONALE_PREFIX,
+    build_rows,
     check_columns,
     check_family,
     encode_source,
     encode_target,
-    format_prompt,
-    rationale_with_answer,
 )
 
-MODES = ("standard", "distill", "dss", "ltr")
-LABEL_SOURCES = ("gold", "teacher")
+# The notebooks, the exercise solutions and benchmarks/student_candidates.py import
+# prepare_student_init (and build_rows) from here; they live in utils.student_init and utils.prompting.
+from utils.student_init import (
+    apply_lora,
+    lora_settings,
+    merge_lora,
+    prepare_student_init,
+    prune_student_vocab,
+    unwrap_model,
+)
+
 IGNORE = -100
-LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": None}  # targets None: per model, see lora_targets
 
 
 @dataclass
@@ -80,54 +92,6 @@ class TrainResult:
     optimizer_steps: int = 0  # optimizer steps taken in all (a resumed run counts the earlier ones too)
     rows_seen: dict = field(default_factory=dict)  # training rows those steps consumed, per task (label, rationale)
 
-
-def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: bool = False,
-               task: str | None = None) -> list[dict]:
-    """The (source, target, task) rows one mode trains on; task 0 is the label, 1 the rationale.
-
-    ``standard``: gold labels. ``distill``: teacher labels. ``dss``: labels (gold by default, the
-    paper's main setting; ``label_source="teacher"`` for teacher labels) plus one rationale row
-    for every example that has a rationale. ``ltr`` (label-then-rationale, Wadhwa et al. 2024):
-    one row per example, ``[label] <input>`` -> ``<gold label>\n<rationale>``; decoding the first
-    line gives the answer, so inference costs what ``standard``'s does. ``rationale_answer=True`` ends each rationale target
-    with the answer that rationale reached (``rationale_label``; a rationale kept because it reached
-    the gold answer ends with that answer, even when the teacher's vote was another).
-    """
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}. Valid modes: {', '.join(MODES)}.")
-    if label_source not in LABEL_SOURCES:
-        raise ValueError(f"Unknown label_source {label_source!r}. Valid choices: {', '.join(LABEL_SOURCES)}.")
-    use_teacher = mode == "distill" or (mode == "dss" and label_source == "teacher")
-    rows = []
-    for index, ex in enumerate(split):
-        label = ex["teacher_label"] if use_teacher else ex["label"]
-        if label and mode == "ltr" and ex["rationale"]:
-            label = label + LTR_SEPARATOR + ex["rationale"]
-        if label:
-            rows.append({"source": LABEL_PREFIX + ex["input"], "target": label, "task": 0, "example": index})
-        if mode == "dss":
-            # An example may carry more rationales (column extra_rationales, e.g. human explanations
-            # beside the teacher's): each becomes a rationale row of its own.
-            for rationale in [ex["rationale"], *(ex.get("extra_rationales") or [])]:
-                if not rationale:
-                    continue
-                target = rationale_with_answer(rationale, _own_answer(ex), task) if rationale_answer else rationale
-                rows.append({"source": RATIONALE_PREFIX + ex["input"], "target": target, "task": 1, "example": index})
-    if mode == "ltr" and not any(LTR_SEPARATOR in r["target"] for r in rows):
-        raise ValueError("Mode 'ltr' needs rationales, but no training row has one. Check the teacher records "
-                         "(notebook 01) or use rationale_policy='all', or train mode 'standard'.")
-    if mode == "dss" and not any(r["task"] == 1 for r in rows):
-        raise ValueError("Mode 'dss' needs rationales, but no training row has one. Check the teacher "
-                         "records (notebook 01) or use rationale_policy='all', or train mode 'standard'.")
-    if not rows:
-        raise ValueError(f"Mode {mode!r} found no training rows with a label.")
-    return rows
-
-
-def _own_answer(example: dict) -> str:
-    """The answer an example's rationale reached (datasets built before that column: the vote)."""
-    own = example.get("rationale_label")
-    return own if own else (example["teacher_label"] or example["label"])
 
 
 def tokenize_rows(rows: list[dict], tokenizer, family: str, max_source: int | None, max_target: int | None,
@@ -239,16 +203,6 @@ def make_collator(config, tokenizer) -> MultiTaskCollator:
     ``config.pack_rows`` is set (see ``pack_rows``), else padded rows."""
     return MultiTaskCollator(tokenizer.pad_token_id, pack=bool(config.pack_rows) and config.student_family == "causal")
 
-
-def unwrap_model(model):
-    """The transformers model inside the wrappers training adds (DDP, DataParallel, a PEFT model)."""
-    while True:
-        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-            model = model.module
-        elif callable(getattr(model, "get_base_model", None)):
-            model = model.get_base_model()
-        else:
-            return model
 
 
 def token_losses(model, batch: dict, family: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -567,148 +521,6 @@ def training_arguments(config, output_dir: str | Path, n_rows: int, has_eval: bo
     return TrainingArguments(**{**kwargs, **overrides})
 
 
-def lora_settings(config) -> dict | None:
-    """The LoRA settings ``config.lora`` asks for (``True``: the defaults), or None."""
-    from utils.config import validate_student_options
-
-    validate_student_options(config)
-    spec = config.lora
-    if not spec:
-        return None
-    return {**LORA_DEFAULTS, **({} if spec is True else spec)}
-
-
-def lora_targets(model) -> list[str]:
-    """Default LoRA target modules: the query and value projections (``q_proj``/``v_proj`` in
-    Llama-like models, ``q``/``v`` in T5), as in the LoRA paper."""
-    names = {name.rsplit(".", 1)[-1] for name, _ in unwrap_model(model).named_modules()}
-    for pair in (["q_proj", "v_proj"], ["q", "v"]):
-        if set(pair) <= names:
-            return pair
-    raise ValueError("Could not find query/value projections to adapt in this model. Name them with "
-                     "config.lora = {'targets': [...]} (module names, e.g. 'c_attn').")
-
-
-def apply_lora(model, family: str, settings: dict | bool = True):
-    """Wrap ``model`` in LoRA adapters (``peft``); only the adapters train."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    check_family(family)
-    settings = {**LORA_DEFAULTS, **({} if settings is True else settings)}
-    lora_config = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
-                             target_modules=list(settings["targets"] or lora_targets(model)),
-                             task_type=TaskType.CAUSAL_LM if family == "causal" else TaskType.SEQ_2_SEQ_LM)
-    return get_peft_model(model, lora_config)
-
-
-def merge_lora(model):
-    """A plain transformers model with the LoRA adapters folded into its weights (no-op without LoRA)."""
-    return model.merge_and_unload() if callable(getattr(model, "merge_and_unload", None)) else model
-
-
-def prepare_student_init(config, dataset=None) -> str:
-    """The checkpoint a student starts from: a layer subset of ``student_model`` when
-    ``student_layers`` is set (causal students), else ``student_model`` itself; with
-    ``config.prune_vocab`` and a ``dataset``, that checkpoint with its vocabulary cut to the
-    dataset's tokens (``prune_student_vocab``)."""
-    from filelock import FileLock
-
-    from utils.models import cache_dir, make_layer_subset_student
-
-    source = str(config.student_model)
-    if config.student_family == "causal" and config.student_layers:
-        safe = source.strip("/").replace("/", "--")
-        out = cache_dir() / "students" / f"{safe}-{config.student_layers}layers"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(out) + ".lock"):  # several processes (torchrun) may ask at once; one builds it
-            source = str(make_layer_subset_student(config.student_model, config.student_layers, out))
-    if config.prune_vocab and dataset is not None:
-        source = prune_student_vocab(source, dataset, config)
-    return source
-
-
-def vocabulary_texts(dataset, tokenizer, config) -> list[str]:
-    """Every text a student of ``config`` reads or learns for ``dataset``: the prompts of both tasks
-    in every split, formatted as the student sees them, and the targets of every mode in the splits
-    it learns from. Test targets are left out: a vocabulary cut to the test answers' tokens would
-    already know something about them."""
-    texts = [LABEL_PREFIX, RATIONALE_PREFIX, LTR_SEPARATOR]
-    chat = config.chat_template
-    for name in dataset:
-        split = dataset[name]
-        for prefix in (LABEL_PREFIX, RATIONALE_PREFIX):
-            texts += [format_prompt(tokenizer, prefix + text, config.student_family, chat) for text in split["input"]]
-        if name == "test":
-            continue
-        for mode in MODES:
-            try:
-                rows = build_rows(split, mode, config.label_source, config.rationale_answer, config.task)
-            except (ValueError, KeyError):  # a mode this split cannot train (no rationales, no teacher labels)
-                continue
-            texts += [row["target"] for row in rows]
-    return texts
-
-
-def prune_student_vocab(source: str, dataset, config, out_dir: str | Path | None = None) -> str:
-    """``source`` with its vocabulary cut to ``vocabulary_texts`` (``utils.vocab.prune_vocabulary``),
-    built once per source and token set under the cache folder (or written to ``out_dir``, uncached,
-    for a source that lives no longer than its pruned copy); the logits at the kept tokens are the
-    unpruned model's. Students with a byte-level BPE (SmolLM2, GPT-2, Llama 3), Unigram (T5's
-    SentencePiece) or WordLevel tokenizer (the tiny T5); others raise a ValueError."""
-    import hashlib
-
-    from filelock import FileLock
-
-    from utils.models import cache_dir, load_tokenizer
-    from utils.vocab import kept_token_ids, prune_vocabulary
-
-    if (Path(source) / "vocab_map.json").exists():
-        return source  # pruned already
-    tokenizer = load_tokenizer(source)
-    texts = vocabulary_texts(dataset, tokenizer, config)
-    if out_dir is not None:
-        return str(prune_vocabulary(source, texts, out_dir))
-    kept = kept_token_ids(tokenizer, texts)
-    key = hashlib.sha256(json.dumps([str(source), kept]).encode()).hexdigest()[:12]
-    safe = Path(str(source).rstrip("/")).name
-    out = cache_dir() / "students" / f"{safe}-vocab{len(kept)}-{key}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        if not (out / "vocab_map.json").exists():
-            prune_vocabulary(source, texts, out)
-    return str(out)
-
-
-def _complete_checkpoint(path: Path) -> bool:
-    """Whether a checkpoint folder was written to the end (``trainer_state.json`` is written last)."""
-    try:
-        json.loads((path / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    weights = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
-    return (path / "optimizer.pt").exists() and (path / "scheduler.pt").exists() and any(
-        (path / w).exists() for w in weights)
-
-
-def last_checkpoint(checkpoint_dir: str | Path) -> str | None:
-    """The newest complete ``checkpoint-<step>`` folder, or None; a run killed while saving leaves
-    an incomplete one behind, which is skipped."""
-    folder = Path(checkpoint_dir)
-    if not folder.is_dir():
-        return None
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        if _complete_checkpoint(path):
-            return str(path)
-    return None
-
-
-def _drop_incomplete_checkpoints(checkpoint_dir: Path) -> None:
-    for path in checkpoint_dir.glob("checkpoint-*"):
-        if path.is_dir() and not _complete_checkpoint(path):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
 
@@ -819,7 +631,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
     checkpoint = None
     if resume:
         if trainer.is_world_process_zero():
-            _drop_incomplete_checkpoints(checkpoint_dir)
+            drop_incomplete_checkpoints(checkpoint_dir)
         trainer.accelerator.wait_for_everyone()
         checkpoint = str(resume) if isinstance(resume, (str, Path)) else last_checkpoint(checkpoint_dir)
         if trainer.is_world_process_zero():
