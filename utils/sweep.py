@@ -262,11 +262,14 @@ def summarize_cells(cells: list[dict], split: str = "test") -> list[dict]:
 def compare_to_baseline(cells: list[dict], baseline: str = "standard", split: str = "test",
                         baseline_inference: str = "label", n_boot: int = 2000) -> list[dict]:
     """Each variant (and inference method) against ``baseline`` on the same test items, at each
-    fraction, over the seeds both have: the mean difference with a paired-bootstrap 95% interval
-    and p-value, and an exact McNemar test per seed, items paired by id (a cell scored on other
-    items than its baseline is an error). Every p-value comes with its Holm-adjusted ``p_holm``
+    fraction, over the seeds both have, the seed as the unit of replication
+    (``utils.report.core.compare_runs``): the mean difference over seeds with the hierarchical
+    bootstrap's 95% interval and p-value (seeds, then items; with one seed, items only), each seed's
+    difference (``runs``) and exact McNemar test (``mcnemar``), items paired by id (a cell scored on
+    other items than its baseline is an error). Every p-value comes with its Holm-adjusted ``p_holm``
     over all the rows returned (``utils.stats.holm_comparisons``)."""
-    from utils.stats import holm_comparisons, mcnemar, paired_bootstrap
+    from utils.report.core import compare_runs
+    from utils.stats import holm_comparisons
 
     base = {(c["fraction"], c["seed"]): c for c in cells if c["variant"] == baseline and split in c["results"]}
     groups: dict[tuple, list[dict]] = {}
@@ -281,17 +284,19 @@ def compare_to_baseline(cells: list[dict], baseline: str = "standard", split: st
                  if (fraction, m["seed"]) in base]
         if not pairs:
             continue
-        ours = [_correct_by_id(m, split, inference) for m, _ in pairs]
-        theirs = [_correct_by_id(b, split, baseline_inference) for _, b in pairs]
         try:
-            boot = paired_bootstrap(ours, theirs, n_boot=n_boot)
-            per_seed = [dict(seed=m["seed"], **mcnemar(a, b)) for (m, _), a, b in zip(pairs, ours, theirs)]
+            row = compare_runs({m["seed"]: _correct_by_id(m, split, inference) for m, _ in pairs},
+                               {m["seed"]: _correct_by_id(b, split, baseline_inference) for m, b in pairs},
+                               n_boot=n_boot)
         except ValueError as exc:  # say which cells, not only which ids
             raise ValueError(f"{variant} ({inference}) against {baseline} at fraction {fraction:g}, seeds "
                              f"{[m['seed'] for m, _ in pairs]}: {exc}") from exc
+        per_seed = [{"seed": r["run"], "a_only": r["a_only"], "b_only": r["b_only"], "p_value": r["p_mcnemar"]}
+                    for r in row["runs"]]
         rows.append({"variant": variant, "inference": inference, "fraction": fraction, "baseline": baseline,
-                     "seeds": [m["seed"] for m, _ in pairs], "difference": boot["difference"],
-                     "ci95": boot["ci95"], "p_value": boot["p_value"], "mcnemar": per_seed})
+                     "seeds": [m["seed"] for m, _ in pairs], "difference": row["difference"],
+                     "ci95": row["ci95"], "p_value": row["p_value"], "runs": row["runs"], "t": row["t"],
+                     "item_only": row["item_only"], "mcnemar": per_seed})
     return holm_comparisons(rows)
 
 

@@ -318,6 +318,14 @@ def markdown_sweep(name: str, sweep: dict) -> str:
 
 
 
+def _differs(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return a != b
+    return abs(a - b) > 1e-9
+
+
 # --- comparisons over training runs ---------------------------------------------------------------
 
 
@@ -332,6 +340,7 @@ def compare_runs(a_runs: dict, b_runs: dict, n_boot: int = 2000, seed: int = 0, 
     difference the design detects at 80 % power under the observed run-to-run spread (``mde_80``,
     None with fewer than two runs). With ``margin``: the equivalence verdict (``equivalence``)."""
     from utils.stats import (
+        correct_by_id,
         equivalence,
         hierarchical_bootstrap,
         mde_over_runs,
@@ -344,7 +353,11 @@ def compare_runs(a_runs: dict, b_runs: dict, n_boot: int = 2000, seed: int = 0, 
     t = t_over_runs(runs)
     hier = hierarchical_bootstrap(a_runs, b_runs, n_boot=n_boot, seed=seed)
     keys = [r["run"] for r in runs]
-    item = paired_bootstrap([a_runs[k] for k in keys], [b_runs[k] for k in keys], n_boot=n_boot, seed=seed)
+    if len({frozenset(correct_by_id(a_runs[k])) for k in keys}) == 1:  # seeds on one test set
+        item = paired_bootstrap([a_runs[k] for k in keys], [b_runs[k] for k in keys], n_boot=n_boot, seed=seed)
+    else:  # folds, each with its own items: pool them
+        pooled = [{f"{k}/{i}": v for k in keys for i, v in correct_by_id(side[k]).items()} for side in (a_runs, b_runs)]
+        item = paired_bootstrap(pooled[:1], pooled[1:], n_boot=n_boot, seed=seed)
     out = {"k": len(runs), "n": runs[0]["n"], "difference": hier["difference"], "ci95": list(hier["ci"]),
            "p_value": hier["p_value"], "n_boot": n_boot,
            "accuracy": sum(r["accuracy_a"] for r in runs) / len(runs),
@@ -375,3 +388,12 @@ def verdict_words(row: dict, alpha: float = 0.05) -> str:
 def runs_text(row: dict) -> str:
     """The per-run differences of a comparison, in points: ``+6.4, +5.0, +14.2``."""
     return ", ".join(f"{100 * r['difference']:+.1f}" for r in row["runs"])
+
+
+def equivalence_words(equivalence: dict) -> str:
+    """An equivalence result in words that cannot contradict the Holm verdict beside it: within the
+    margin (TOST at 5 %: the 90 % hierarchical interval inside it), or not shown to be."""
+    margin = f"±{100 * equivalence['margin']:g}-point margin"
+    if equivalence["verdict"] == "equivalent":
+        return f"within the {margin} (90% CI {_signed_ci(equivalence['ci90'])})"
+    return f"not shown to be within the {margin} (90% CI {_signed_ci(equivalence['ci90'])})"

@@ -6,7 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from utils.report.core import _ci, _num, _pct, _read_rows, _signed_ci, _table, _with_holm
+from utils.report.core import (
+    _ci,
+    _differs,
+    _num,
+    _pct,
+    _read_rows,
+    _signed_ci,
+    _table,
+    _with_holm,
+    equivalence_words,
+    runs_text,
+)
 from utils.stats import p_in_sentence as _p_eq
 from utils.stats import p_text as _p
 
@@ -92,30 +103,31 @@ def size_curves(results: dict[tuple, dict[str, bool]], n_boot: int = 1000) -> li
 
 
 def data_efficiency(results: dict[tuple, dict[str, bool]], baseline_size: int, baseline: str = "standard",
-                    alpha: float = 0.05, n_boot: int = 2000) -> dict:
+                    alpha: float = 0.05, n_boot: int = 2000, margin: float = 0.02) -> dict:
     """The paper's statement tested: each rationale variant (every variant but ``baseline``) at each
     of its training sizes against ``baseline`` at ``baseline_size`` (its largest size).
 
     Each row pairs the seeds both have finished (seed s of the variant with seed s of the baseline)
-    on the same test items, paired by id: ``difference`` is the variant's accuracy minus the
-    baseline's (per item the share of seeds right, averaged over items), with ``ci95`` and the
-    two-sided ``p_value`` of the paired bootstrap over items, pooled over those seeds
-    (``utils.stats.paired_bootstrap``); ``p_holm`` is Holm's adjustment over all rows (one family).
-    ``mde_80`` is the difference one seed's design detects at 80 % power (p < 0.05), from the mean
-    McNemar discordance over the seeds (``utils.stats.minimum_detectable_effect``); pooling seeds
-    averages seed noise away, so it is on the cautious side.
+    on the same test items, paired by id, with the seed as the unit of replication
+    (``utils.report.core.compare_runs``): ``difference`` is the mean over seeds of the variant's
+    accuracy minus the baseline's, ``ci95`` and the two-sided ``p_value`` come from the hierarchical
+    bootstrap (seeds, then test items within each), ``runs`` holds each seed's difference and
+    McNemar test, ``t`` the t interval over seeds, ``item_only`` the interval that treats the trained
+    models as fixed (too narrow), and ``mde_80`` the difference the design detects at 80 % power
+    under the observed seed-to-seed spread (with one seed: from its McNemar discordance, items only);
+    ``p_holm`` is Holm's adjustment over all rows (one family).
 
-    A row is *significantly below* the baseline when ``difference < 0`` and ``p_holm < alpha``
-    (``below``); every other row is *not significantly below* it (not significantly different, or
-    significantly above). ``smallest[variant]`` is the smallest size whose row is not significantly
-    below the baseline, or None when every row of the variant is significantly below it. It is the
-    paper's kind of statement ("step-by-step with less data is not worse than standard with all of
-    it") and no more: "not significantly below" is not "as good as"; the interval's lower end says
-    how much worse the variant may be. Variants with no row paired with the baseline are absent.
+    A row is *significantly below* the baseline when it rests on at least two seeds, ``difference < 0``
+    and ``p_holm < alpha`` (``below``); a one-seed row is tested over items only and its verdict says
+    so. ``equivalence`` asks the paper's question as it should be asked: is the difference within
+    ``±margin`` (TOST on the hierarchical bootstrap: ``equivalent``), wholly below or above 0, or
+    ``inconclusive``? ``smallest[variant]`` is the smallest size whose row is not significantly below
+    the baseline, or None when every row is: "not significantly below" is not "as good as"; the
+    equivalence verdict and the interval's lower end say how much worse the variant may be.
+    Variants with no row paired with the baseline are absent.
     """
-    from statistics import fmean
-
-    from utils.stats import holm, mcnemar, minimum_detectable_effect, paired_bootstrap
+    from utils.report.core import compare_runs
+    from utils.stats import holm, minimum_detectable_effect
 
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}.")
@@ -126,36 +138,36 @@ def data_efficiency(results: dict[tuple, dict[str, bool]], baseline_size: int, b
         seeds = sorted(set(by_seed) & set(base))
         if not seeds:
             continue
-        ours, theirs = [by_seed[s] for s in seeds], [base[s] for s in seeds]
         try:
-            boot = paired_bootstrap(ours, theirs, n_boot=n_boot)
-            tests = [mcnemar(a, b) for a, b in zip(ours, theirs)]
+            row = compare_runs({s: by_seed[s] for s in seeds}, {s: base[s] for s in seeds}, n_boot=n_boot,
+                               margin=margin)
         except ValueError as exc:  # say which cells, not only which ids
             raise ValueError(f"{variant} at size {size} against {baseline} at {baseline_size}, seeds {seeds}: "
                              f"{exc}") from exc
-        n = len(ours[0])
-        discordant = round(fmean(t["a_only"] + t["b_only"] for t in tests))
+        if row["mde_80"] is None:  # one seed: only its items say what it could detect
+            only = row["runs"][0]
+            row["mde_80"] = minimum_detectable_effect(only["a_only"] + only["b_only"], row["n"])
         rows.append({"variant": variant, "size": size, "baseline": baseline, "baseline_size": baseline_size,
-                     "seeds": seeds, "n": n, "accuracy": fmean(sum(o.values()) / n for o in ours),
-                     "baseline_accuracy": fmean(sum(t.values()) / n for t in theirs),
-                     "difference": boot["difference"], "ci95": list(boot["ci95"]), "p_value": boot["p_value"],
-                     "mcnemar": [{"seed": s, **t} for s, t in zip(seeds, tests)],
-                     "mde_80": minimum_detectable_effect(discordant, n)})
+                     "seeds": seeds, **row,
+                     "mcnemar": [{"seed": r["run"], "a_only": r["a_only"], "b_only": r["b_only"],
+                                  "p_value": r["p_mcnemar"]} for r in row["runs"]]})
     for row, adjusted in zip(rows, holm([r["p_value"] for r in rows])):
         row["p_holm"] = adjusted
-        row["below"] = row["difference"] < 0 and adjusted < alpha
-        row["verdict"] = ("significantly below" if row["below"] else
+        over_runs = len(row["seeds"]) > 1
+        row["below"] = over_runs and row["difference"] < 0 and adjusted < alpha
+        row["verdict"] = ("one seed: not tested over seeds" if not over_runs else
+                          "significantly below" if row["below"] else
                           "significantly above" if row["difference"] > 0 and adjusted < alpha else
                           "not significantly different")
     smallest = {}
     for variant in dict.fromkeys(r["variant"] for r in rows):
         fine = [r["size"] for r in rows if r["variant"] == variant and not r["below"]]
         smallest[variant] = min(fine) if fine else None
-    return {"baseline": baseline, "baseline_size": baseline_size, "alpha": alpha, "n_boot": n_boot,
-            "test": "paired bootstrap over the test items, pooled over the seeds both sides finished; "
+    return {"baseline": baseline, "baseline_size": baseline_size, "alpha": alpha, "n_boot": n_boot, "margin": margin,
+            "test": "hierarchical bootstrap over the seeds both sides finished, then the test items within each; "
                     "Holm's adjustment over every row",
-            "rule": f"not significantly below: not (difference < 0 and Holm p < {alpha:g}); smallest: the "
-                    "smallest size whose row is not significantly below, else None",
+            "rule": f"significantly below: two or more seeds, difference < 0 and Holm p < {alpha:g}; equivalence: "
+                    f"the 90% hierarchical interval inside ±{100 * margin:g} points",
             "rows": rows, "smallest": smallest}
 
 
@@ -205,14 +217,6 @@ def verify_disjoint(folder: Path, name: str, sweep: dict) -> list[str]:
     return problems
 
 
-def _differs(a, b) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
-    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-        return a != b
-    return abs(a - b) > 1e-9
-
-
 def _compare_rows(what: str, saved: list[dict], again: list[dict], fields: tuple[str, ...]) -> list[str]:
     keyed = {(r["variant"], r["size"]): r for r in again}
     problems = [f"{what}: the report has {len(saved)} rows, the predictions give {len(again)}"] \
@@ -239,7 +243,8 @@ def verify_sizes(folder: Path, name: str, section: dict, task: str) -> list[str]
         results = size_results(section["cells"], folder, task, section["pool"])
         n_boot = section["curves"][0].get("n_boot", 1000) if section["curves"] else 1000
         curves = size_curves(results, n_boot=n_boot)
-        again = data_efficiency(results, eff["baseline_size"], eff["baseline"], eff["alpha"], eff["n_boot"])
+        again = data_efficiency(results, eff["baseline_size"], eff["baseline"], eff["alpha"], eff["n_boot"],
+                                eff.get("margin", 0.02))
     except (OSError, ValueError, KeyError) as exc:
         return [f"{name}: the curves and the data efficiency cannot be recomputed: {exc}"]
     problems = _compare_rows(f"{name} curve", section["curves"], curves, ("seed_list", "mean", "std", "ci95", "n"))
@@ -302,11 +307,11 @@ def markdown_sizes(name: str, section: dict) -> str:
         lines += ["", f"Against {base}, paired by seed on the same test items ({eff['test']}, "
                       f"{len(eff['rows'])} rows); {eff['rule']}:", "",
                   _table(["variant", "examples", "seeds", "variant %", "baseline %", "difference (points)",
-                          "95% CI (paired bootstrap)", "p (bootstrap)", "p (Holm)", "detectable at 80% power",
+                          "per seed", "95% CI (hierarchical)", "p", "p (Holm)", "detectable at 80% power",
                           "verdict"],
                          [[r["variant"], f"{r['size']:,}", len(r["seeds"]), _pct(r["accuracy"]),
                            _pct(r["baseline_accuracy"]), f"{100 * r['difference']:+.1f}",
-                           _signed_ci(r["ci95"]), _p(r["p_value"]),
+                           runs_text(r) if r.get("runs") else "", _signed_ci(r["ci95"]), _p(r["p_value"]),
                            _p(r["p_holm"]), f"±{_num(100 * r['mde_80'])}", r["verdict"]] for r in ranked])]
         lines += [""] + [f"- `{v}`: smallest size not significantly below {base}: "
                          + (f"**{size:,}** examples" if size is not None else "**none** (below at every size tested)")
@@ -317,11 +322,11 @@ def markdown_sizes(name: str, section: dict) -> str:
     pool = section.get("pool")
     if comps and pool:
         comps = _with_holm(comps)
-        lines += ["", f"At equal size, paired against `{section.get('baseline', 'standard')}` (paired bootstrap "
-                      f"pooled over seeds; Holm over these {len(comps)} rows):", "",
-                  _table(["variant", "examples", "seeds", "difference (points)", "95% CI", "p (bootstrap)", "p (Holm)"],
+        lines += ["", f"At equal size, paired against `{section.get('baseline', 'standard')}` (hierarchical "
+                      f"bootstrap over seeds, then items; Holm over these {len(comps)} rows):", "",
+                  _table(["variant", "examples", "seeds", "difference (points)", "per seed", "95% CI", "p", "p (Holm)"],
                          [[c["variant"], f"{round(c['fraction'] * pool):,}", len(c["seeds"]),
-                           f"{100 * c['difference']:+.1f}", _signed_ci(c["ci95"]),
+                           f"{100 * c['difference']:+.1f}", runs_text(c) if c.get("runs") else "", _signed_ci(c["ci95"]),
                            _p(c["p_value"]), _p(c["p_holm"])] for c in comps])]
     return "\n".join(lines)
 
@@ -329,9 +334,9 @@ def markdown_sizes(name: str, section: dict) -> str:
 def describe_sizes(section: dict | None, command: str = SIZES_COMMAND) -> str:
     """The finding of a data-size study in plain sentences, read from its report section (so prose
     quoting it cannot drift from the numbers): how much of the grid finished, the teacher, and per
-    rationale variant the paper's statement (the smallest training size at which it is not
-    significantly below the baseline at its largest size, or that none is) with its interval,
-    Holm-adjusted p and seeds. Without a section: that the study has not run, and the command."""
+    rationale variant and size its difference from the baseline at its largest size, with the
+    hierarchical interval, seeds, Holm-adjusted p, verdict and equivalence verdict. Without a
+    section: that the study has not run, and the command."""
     if not section:
         return f"The e-SNLI data-efficiency study has not run yet (no esnli_sizes section). Run it with:\n{command}"
     eff = section["data_efficiency"]
@@ -357,34 +362,25 @@ def describe_sizes(section: dict | None, command: str = SIZES_COMMAND) -> str:
                      "cell has), so the paper's statement cannot be tested yet.")
         return "\n".join(lines)
     for variant in _variant_order(section, eff["smallest"]):
-        smallest = eff["smallest"][variant]
         rows = sorted((r for r in eff["rows"] if r["variant"] == variant), key=lambda r: r["size"])
-        sizes = ", ".join(f"{r['size']:,}" for r in rows)
-        if smallest is None:
-            r = rows[-1]
-            lines.append(f"{variant} is significantly below {base} at every size tested ({sizes}); at {r['size']:,}: "
-                         f"{_diff(r)}.")
-            continue
-        r = next(r for r in rows if r["size"] == smallest)
-        share = 100 * smallest / eff["baseline_size"]
-        text = (f"In the paper's terms: the smallest training size at which {variant} is not significantly below "
-                f"{base} is {smallest:,} examples ({share:.0f} % of the baseline's data; sizes tested: {sizes}): "
-                f"{_diff(r)}.")
-        later = [x for x in rows if x["size"] > smallest and x["below"]]
-        if later:
-            text += (" But it is significantly below at " + ", ".join(f"{x['size']:,}" for x in later)
-                     + ", so the result at the smaller size is more likely noise than a trend.")
-        lines.append(text)
-    lines.append(f"'Not significantly below' is not 'as good as': the lower end of each interval says how much "
-                 f"worse the variant may be. Holm's adjustment runs over all {len(eff['rows'])} rows against {base}.")
+        parts = [f"on {r['size']:,}: {_diff(r)}, {r['verdict']}"
+                 + (f"; {equivalence_words(r['equivalence'])}" if r.get("equivalence") and len(r["seeds"]) > 1 else "")
+                 for r in rows]
+        lines.append(f"{variant} against {base}: " + "; ".join(parts) + ".")
+    lines.append(f"Holm's adjustment runs over all {len(eff['rows'])} rows against {base}. 'Not significantly "
+                 "different' is not 'as good as': only an equivalence verdict says the variant is within the margin.")
     return "\n".join(lines)
 
 
 def _diff(r: dict) -> str:
-    """A data-efficiency row's difference in words: interval, test, seeds, Holm p, detectable effect."""
+    """A data-efficiency row's difference in words: interval, test, seeds, Holm p, per-seed
+    differences, detectable effect."""
     seeds = len(r["seeds"])
-    return (f"{100 * r['difference']:+.1f} points (95% CI {_signed_ci(r['ci95'])}, "
-            f"paired bootstrap over {r['n']} test items pooled over {seeds} seed{'s' * (seeds > 1)}, Holm p {_p_eq(r['p_holm'])}; "
-            f"one seed's design detects ±{100 * r['mde_80']:.1f} points at 80% power)")
+    detects = (f"under this seed-to-seed spread the design detects ±{100 * r['mde_80']:.1f} points at 80% power"
+               if seeds > 1 else f"one seed's design detects ±{100 * r['mde_80']:.1f} points at 80% power")
+    per_seed = f"; per seed {runs_text(r)}" if r.get("runs") else ""
+    return (f"{100 * r['difference']:+.1f} points (95% CI {_signed_ci(r['ci95'])}, hierarchical bootstrap over "
+            f"{seeds} seed{'s' * (seeds > 1)} and {r['n']:,} test items, Holm p {_p_eq(r['p_holm'])}{per_seed}; "
+            f"{detects})")
 
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from utils.report.core import _ci, _num, _pct, _signed_ci, _table, compare_runs, runs_text, verdict_words
+from utils.report.core import (
+    _ci,
+    _num,
+    _pct,
+    _signed_ci,
+    _table,
+    compare_runs,
+    equivalence_words,
+    runs_text,
+    verdict_words,
+)
 from utils.stats import p_in_sentence as _p_eq
 from utils.stats import p_text as _p
 
@@ -213,10 +223,9 @@ def describe_steps(section: dict | None, command: str = STEPS_COMMAND) -> str:
         parts = []
         for r in rows:
             text = f"{r['variant']} on {r['size']:,} against {r['baseline']} on {r['baseline_size']:,}: {_row_text(r)}"
-            if "equivalence" in r:
-                eq = r["equivalence"]
-                text += (f"; against the ±{100 * eq['margin']:g}-point margin: {eq['verdict']} "
-                         f"(90% CI {_signed_ci(eq['ci90'])})")
-            parts.append(f"{text}, {r['verdict']}")
+            text += f", {r['verdict']}"
+            if "equivalence" in r and r["k"] > 1:
+                text += f"; {equivalence_words(r['equivalence'])}"
+            parts.append(text)
         lines.append(f"({key}) {q['questions'][key]} " + "; ".join(parts) + ".")
     return "\n".join(lines)

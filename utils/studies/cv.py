@@ -110,11 +110,19 @@ def cv_study(paper_root: str | Path, run_dir: str | Path, task: str = "svamp", p
 
 def cv_summary(run_dir: str | Path, task: str, variants: list[str], k: int, baseline: str = "standard") -> dict:
     """Pool the folds' test predictions per variant: accuracy over every item with a 95% CI, the
-    per-fold accuracies, and against ``baseline`` the exact McNemar test, the paired bootstrap, Holm's
-    adjustment across variants and the minimum detectable effect (80 % power, p < 0.05) from the
-    observed discordance. Only folds every variant has finished are pooled."""
+    per-fold accuracies; and against ``baseline``, with the fold as the unit of replication (each
+    fold trains its own models and tests its own items): the hierarchical bootstrap over folds,
+    then items (the headline ``difference``, ``ci95``, ``p_value``, ``p_holm`` with Holm over the
+    variants), the per-fold differences, the t interval over folds, the random-effects estimate
+    with the between-fold heterogeneity (``utils.stats.random_effects``), the difference the design
+    detects at 80 % power under the observed fold-to-fold spread (``mde_80``) and, where the paper
+    has a reference, the power against the paper's effect under that spread (``power_paper``).
+    Beside them the item-level view that treats the trained models as fixed: the exact McNemar test
+    pooled over all items (``mcnemar``, ``p_mcnemar``) and the item-only bootstrap (``item_only``).
+    Only folds every variant has finished are pooled."""
     from utils.evaluation import load_predictions
-    from utils.stats import bootstrap_ci, holm, mcnemar, minimum_detectable_effect, paired_bootstrap
+    from utils.report.core import compare_runs
+    from utils.stats import bootstrap_ci, holm, mcnemar, paired_difference_variance, power_over_runs, random_effects
     from utils.sweep import load_cells
 
     run_dir = Path(run_dir)
@@ -124,7 +132,7 @@ def cv_summary(run_dir: str | Path, task: str, variants: list[str], k: int, base
             if (run_dir / f"{task}_cv_fold{index}").is_dir() else {}
         if all(v in cells for v in variants):
             by_fold[index] = cells
-    pooled, per_fold = {}, {v: {} for v in variants}
+    pooled, per_fold, fold_marks = {}, {v: {} for v in variants}, {v: {} for v in variants}
     for index, cells in by_fold.items():
         for name in variants:
             cell = cells[name]
@@ -137,6 +145,7 @@ def cv_summary(run_dir: str | Path, task: str, variants: list[str], k: int, base
                 if row["id"] in pooled.setdefault(name, {}):
                     raise ValueError(f"{name}: item {row['id']} is predicted by two folds.")
                 pooled[name][row["id"]] = row
+            fold_marks[name][index] = {r["id"]: r["correct"] for r in rows}
             per_fold[name][index] = cell["results"]["test"]["label"]["accuracy"]
     summary, comparisons = [], []
     for name in variants:
@@ -152,25 +161,29 @@ def cv_summary(run_dir: str | Path, task: str, variants: list[str], k: int, base
                         # process CPU time, recorded by cells trained from 2026-11-30 on (sweep.py)
                         "cpu_seconds": sum(c.get("cpu_seconds") or 0 for c in cells),
                         "cpu_cells": sum(1 for c in cells if c.get("cpu_seconds") is not None)})
+    paper = paper_reference(task)
     base = {i: r["correct"] for i, r in pooled.get(baseline, {}).items()}
     for name in variants:
         if name == baseline or not base:
             continue
         other = {i: r["correct"] for i, r in pooled[name].items()}
+        row = compare_runs(fold_marks[name], fold_marks[baseline], n_boot=2000)
         test = mcnemar(other, base)
-        boot = paired_bootstrap([other], [base], n_boot=2000)
-        discordant = test["a_only"] + test["b_only"]
-        comparisons.append({"variant": name, "baseline": baseline, "n": len(base),
-                            "difference": boot["difference"], "ci95": boot["ci95"], "p_bootstrap": boot["p_value"],
-                            "mcnemar": test, "p_value": test["p_value"], "discordant": discordant,
-                            "mde_80": minimum_detectable_effect(discordant, len(base))})
+        effects = random_effects([r["difference"] for r in row["runs"]],
+                                 [max(paired_difference_variance(r["a_only"], r["b_only"], r["n"]), 1e-12)
+                                  for r in row["runs"]]) if row["k"] > 1 else None
+        sd = row["t"]["sd"]
+        comparisons.append({"variant": name, "baseline": baseline, **row, "n": len(base),
+                            "mcnemar": test, "p_mcnemar": test["p_value"],
+                            "discordant": test["a_only"] + test["b_only"], "random_effects": effects,
+                            "power_paper": power_over_runs(paper["paper_difference"], sd, row["k"])
+                            if paper["paper_difference"] is not None and row["k"] > 1 and sd else None})
     for row, adjusted in zip(comparisons, holm([c["p_value"] for c in comparisons])):
         row["p_holm"] = adjusted
     return {"design": f"{k}-fold cross-validation over every item; each variant predicts each item once, "
                       "from a model that never saw it", "task": task, "folds_finished": sorted(by_fold),
-            "k": k, "summary": summary, "comparisons": comparisons, **paper_reference(task)}
-
-
+            "k": k, "unit": "fold (each trains its own models and tests its own items)",
+            "summary": summary, "comparisons": comparisons, **paper}
 
 
 # --- choosing the study's student: candidates on one fold -----------------------------------------
