@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from tests.evaluation_data import arith_dataset
 from utils.evaluation import accuracy_from_predictions, encode_prompts, evaluate_student, generate_predictions
-from utils.tasks import task_correct
+from utils.tasks import get_task, task_correct
 
 # --- the metric on hand-made predictions -----------------------------------------------------------
 
@@ -42,6 +42,28 @@ def test_accuracy_is_recomputed_from_gold_and_prediction_not_from_the_saved_flag
     assert accuracy_from_predictions(rows, "svamp") == 0.5
     with pytest.raises(ValueError, match="No predictions"):
         accuracy_from_predictions([], "svamp")
+
+
+def test_a_task_object_scores_and_parses_like_its_name():
+    from utils.prompting import build_rows
+    from utils.rationales import majority_vote, parse_cot
+
+    rows = [{"prediction": "( 2 + 2 )", "gold": "4"}, {"prediction": "5", "gold": "4"}]
+    assert accuracy_from_predictions(rows, get_task("svamp")) == accuracy_from_predictions(rows, "svamp") == 0.5
+    cqa = get_task("cqa")
+    split = Dataset.from_list([{"id": "1", "input": "Q?", "label": "bank", "teacher_label": "bank",
+                                "rationale": "Money is kept in a bank.", "teacher_correct": True}])
+    assert build_rows(split, "dss", rationale_answer=True, task=cqa) == build_rows(split, "dss", rationale_answer=True,
+                                                                                  task="cqa")
+    text = "Money is kept in a bank. So the answer is (b) bank."
+    assert parse_cot(text, cqa) == parse_cot(text, "cqa")
+    assert majority_vote(["Bank", "bank", "river"], cqa) == majority_vote(["Bank", "bank", "river"], "cqa")
+
+
+def test_an_unknown_task_fails_before_any_generation():
+    test = arith_dataset(1, 2)["test"]
+    with pytest.raises(ValueError, match="Unknown task 'nope'. Valid choices: arith"):
+        evaluate_student(None, None, test, "causal", "nope")
 
 
 # --- a real model, real generation ---------------------------------------------------------------
@@ -79,6 +101,14 @@ def test_every_inference_method_saves_what_it_scored(student):
                 assert isinstance(row["output"], list) and len(row["output"]) == 2
     with pytest.raises(ValueError, match="Valid choices: label, rationale, self_consistency"):
         evaluate_student(model, tok, test, "causal", "arith", inference="vote")
+
+
+@pytest.mark.slow
+def test_a_task_object_evaluates_like_its_name(student):
+    model, tok = student
+    test = arith_dataset(1, 3)["test"]
+    by_name = evaluate_student(model, tok, test, "causal", "arith", max_new_tokens=6)
+    assert evaluate_student(model, tok, test, "causal", get_task("arith"), max_new_tokens=6) == by_name
 
 
 @pytest.mark.slow

@@ -266,6 +266,17 @@ def test_paper_records_build_a_dataset_unchanged():
     assert dataset["test"]["label"] == ["shoes"]
 
 
+@pytest.mark.parametrize("task", PAPER_TASK_NAMES)
+def test_a_task_object_reads_and_builds_what_its_name_does(task):
+    spec = get_task(task)
+    assert read_paper_split(FIXTURES, spec, "test") == read_paper_split(FIXTURES, task, "test")
+    assert load_task(spec, "test", data_dir=FIXTURES) == load_task(task, "test", data_dir=FIXTURES)
+    records = load_paper_rationales(FIXTURES, spec, "train")
+    assert records == load_paper_rationales(FIXTURES, task, "train")
+    by_object = build_rationale_dataset(records, spec, "all", label_field=spec.label_field)["train"]
+    assert by_object.to_list() == build_rationale_dataset(records, task, "all", label_field=spec.label_field)["train"].to_list()
+
+
 def test_load_task_reads_the_released_layout_offline():
     rows = load_task("esnli", "valid", data_dir=FIXTURES)
     assert rows == [{"id": "esnli-valid-0", "input": rows[0]["input"], "label": "entailment"}]

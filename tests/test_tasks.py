@@ -13,6 +13,7 @@ from utils.tasks import (
     TASK_NAMES,
     Task,
     get_task,
+    resolve_task,
 )
 
 # --- load_task ---------------------------------------------------------------------------------
@@ -66,6 +67,22 @@ def test_get_task():
     )
     with pytest.raises(ValueError, match="Valid choices: arith"):
         get_task("nope")
+
+
+def test_resolve_task_passes_a_task_through_and_names_an_unknown_one():
+    cqa = get_task("cqa")
+    assert resolve_task(cqa) is cqa and resolve_task("cqa") is cqa
+    with pytest.raises(ValueError) as by_name:
+        get_task("nope")
+    with pytest.raises(ValueError) as resolved:
+        resolve_task("nope")
+    assert str(resolved.value) == str(by_name.value)
+
+
+def test_loading_with_a_task_object_reads_what_its_name_reads():
+    arith = get_task("arith")
+    assert load_task(arith, "test", limit=5) == load_task("arith", "test", limit=5)
+    assert select_examples(arith, "train", n=20, max_ops=1) == select_examples("arith", "train", n=20, max_ops=1)
 
 
 def test_task_is_frozen():

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX, check_columns
-from utils.tasks import get_task
+from utils.tasks import Task, get_task
 
 COLUMNS = ("id", "input", "label", "teacher_label", "rationale", "rationale_label", "teacher_correct")
 POLICIES = {
@@ -56,7 +56,7 @@ def _test_row(example: dict, index: int, label_field: str) -> dict:
 
 def build_rationale_dataset(
     records: list[dict],
-    task: str,
+    task: Task | str,
     policy: str = "correct",
     test_examples: list[dict] | None = None,
     label_field: str = "equation",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX, encode_source, trained_with_chat_template
 from utils.stats import bootstrap_ci, p_in_sentence, p_text
+from utils.tasks import Task, resolve_task
 
 
 def encode_prompts(tokenizer, inputs: list[str], family: str, prefix: str = LABEL_PREFIX, chat: bool = False,
@@ -131,7 +132,7 @@ def _seeded(seed: int, device, active: bool = True):
 INFERENCE = ("label", "rationale", "self_consistency")
 
 
-def evaluate_student(model, tokenizer, split, family: str, task: str = "arith", batch_size: int = 16,
+def evaluate_student(model, tokenizer, split, family: str, task: Task | str = "arith", batch_size: int = 16,
                      max_new_tokens: int = 32, inference: str = "label", rationale_tokens: int = 128,
                      num_samples: int = 5, temperature: float = 0.7, seed: int = 0,
                      max_source_length: int | None = None) -> dict:
@@ -145,9 +146,10 @@ def evaluate_student(model, tokenizer, split, family: str, task: str = "arith", 
       trained with ``config.rationale_answer = True`` learned to write that ending.
     - ``"self_consistency"``: ``num_samples`` sampled rationales, the answer by majority vote.
 
-    The metric is the task's (``utils.metrics.task_correct``): the value of an equation through the
-    safe evaluator for math tasks, the normalised label for classification tasks. An output that
-    cannot be read counts as wrong.
+    ``task`` is a ``Task`` or its name (an unknown name raises ``get_task``'s ValueError before any
+    generation). The metric is the task's (``utils.metrics.task_correct``): the value of an equation
+    through the safe evaluator for math tasks, the normalised label for classification tasks. An
+    output that cannot be read counts as wrong.
 
     Prompts longer than ``max_source_length`` tokens are cut in the middle as in training (the
     sweep passes ``config.max_source_length``); ``cut_sources`` says how many were.
@@ -157,6 +159,7 @@ def evaluate_student(model, tokenizer, split, family: str, task: str = "arith", 
 
     if inference not in INFERENCE:
         raise ValueError(f"Unknown inference {inference!r}. Valid choices: {', '.join(INFERENCE)}.")
+    task = resolve_task(task)
     inputs = list(split["input"])
     golds = list(split["label"])
     outputs = None
@@ -176,7 +179,7 @@ def evaluate_student(model, tokenizer, split, family: str, task: str = "arith", 
                                        num_samples=num_samples, temperature=temperature, seed=seed,
                                        max_source_length=max_source_length)
         preds = [majority_vote([parse_cot(text, task)[1] for text in samples], task)[0] for samples in outputs]
-    correct = score(task, preds, golds)
+    correct = score(task.name, preds, golds)
     rows = []
     for index, (i, x, g, p, c) in enumerate(zip(split["id"], inputs, golds, preds, correct)):
         row = {"id": i, "input": x, "gold": g, "prediction": p, "correct": c}
@@ -193,13 +196,14 @@ def evaluate_student(model, tokenizer, split, family: str, task: str = "arith", 
     }
 
 
-def accuracy_from_predictions(rows: list[dict], task: str) -> float:
+def accuracy_from_predictions(rows: list[dict], task: Task | str) -> float:
     """Recompute an accuracy from saved predictions (gold and prediction only; ``correct`` is ignored)."""
     from utils.metrics import score
 
     if not rows:
         raise ValueError("No predictions to score.")
-    return sum(score(task, [r["prediction"] for r in rows], [r["gold"] for r in rows])) / len(rows)
+    name = resolve_task(task).name
+    return sum(score(name, [r["prediction"] for r in rows], [r["gold"] for r in rows])) / len(rows)
 
 
 def save_predictions(rows: list[dict], path: str | Path) -> Path:

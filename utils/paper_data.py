@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 
 from utils.rationales import parse_cot_detailed
-from utils.tasks import EQUATION, PAPER_TASK_NAMES, Task, get_task, read_jsonl
+from utils.tasks import EQUATION, PAPER_TASK_NAMES, Task, read_jsonl, resolve_task
 
 PAPER_DATA_URL = "https://github.com/google-research/distilling-step-by-step/raw/main/datasets.zip"
 _LETTERS = "abcde"
@@ -122,7 +122,7 @@ def _premise_hypothesis(row: dict, task: Task, where: str) -> dict:
     return {"input": format_nli(row["premise"], row["hypothesis"]), "label": _class_label(row["label"], task)}
 
 
-def paper_example(task: str, row: dict, index: int, split: str, where: str = "row") -> dict:
+def paper_example(task: Task | str, row: dict, index: int, split: str, where: str = "row") -> dict:
     """One row of a paper task, from any of its shapes, as `{"id", "input", "label"}`.
 
     Accepted shapes: already formatted (`input`, `label`); the authors' released files (cos_e
@@ -130,9 +130,9 @@ def paper_example(task: str, row: dict, index: int, split: str, where: str = "ro
     the NLI tasks); the hub rows (`Body`/`Question`/`Equation` for SVAMP, `choices` as
     `{"label", "text"}` and `answerKey` for CommonsenseQA). A missing field is an error naming it.
     """
-    spec = get_task(task)
+    spec = resolve_task(task)
     if not spec.paper:
-        raise ValueError(f"{task!r} is not a paper task. Paper tasks: {', '.join(PAPER_TASK_NAMES)}.")
+        raise ValueError(f"{spec.name!r} is not a paper task. Paper tasks: {', '.join(PAPER_TASK_NAMES)}.")
     row_id = next((str(row[k]) for k in ("id", "uid", "ID") if row.get(k) not in (None, "")), None)
     if spec.kind == EQUATION:
         fields = _word_problem(row, spec, where)
@@ -140,7 +140,7 @@ def paper_example(task: str, row: dict, index: int, split: str, where: str = "ro
         fields = _multiple_choice(row, spec, where)
     else:
         fields = _premise_hypothesis(row, spec, where)
-    return {"id": row_id or f"{task}-{split}-{index}", **fields}
+    return {"id": row_id or f"{spec.name}-{split}-{index}", **fields}
 
 
 # --- the authors' released files -----------------------------------------------------------------
@@ -156,22 +156,23 @@ def paper_split_path(root: str | Path, task: str, split: str) -> Path:
     return folder / f"{task}_{split}.json"
 
 
-def read_paper_split(root: str | Path, task: str, split: str) -> list[dict]:
+def read_paper_split(root: str | Path, task: Task | str, split: str) -> list[dict]:
     """The inputs and gold labels of one split in the authors' released layout, formatted (`paper_example`).
 
     The files hold one JSON object per line (what `Dataset.to_json` writes).
     """
-    split = get_task(task).canonical_split(split)
-    path = paper_split_path(root, task, split)
+    spec = resolve_task(task)
+    split = spec.canonical_split(split)
+    path = paper_split_path(root, spec.name, split)
     if not path.is_file():
-        present = sorted(p.name for p in path.parent.glob(f"{task}_*.json")) if path.parent.is_dir() else []
+        present = sorted(p.name for p in path.parent.glob(f"{spec.name}_*.json")) if path.parent.is_dir() else []
         raise FileNotFoundError(
             f"{path} does not exist (files there: {present or 'none'}). The authors' layout is "
-            f"<root>/{task}/{task}_<split>.json; get it with utils.paper_data.download_paper_data(dest) on a "
+            f"<root>/{spec.name}/{spec.name}_<split>.json; get it with utils.paper_data.download_paper_data(dest) on a "
             "machine with internet."
         )
     rows = read_jsonl(path)
-    return [paper_example(task, row, i, split, where=f"{path}:{i + 1}") for i, row in enumerate(rows)]
+    return [paper_example(spec, row, i, split, where=f"{path}:{i + 1}") for i, row in enumerate(rows)]
 
 
 def _batch_files(folder: Path, split: str) -> list[Path]:
@@ -192,7 +193,7 @@ def _batch_files(folder: Path, split: str) -> list[Path]:
 
 def _paper_record(example: dict, text: object, task: Task) -> dict:
     """One paper output as a teacher record (the shape ``utils.teacher.generate_rationales`` returns)."""
-    parsed = parse_cot_detailed(text, task.name)
+    parsed = parse_cot_detailed(text, task)
     label, error = parsed.label, parsed.error
     if task.choice_letters and label is not None and re.fullmatch(rf"\([{task.choice_letters}]\)", label):
         label = cqa_choice_text(label, example["input"])
@@ -218,7 +219,7 @@ def _paper_record(example: dict, text: object, task: Task) -> dict:
     }
 
 
-def load_paper_rationales(root: str | Path, task: str, split: str) -> list[dict]:
+def load_paper_rationales(root: str | Path, task: Task | str, split: str) -> list[dict]:
     """The authors' PaLM rationales for one split, as teacher records ``build_rationale_dataset`` takes.
 
     Layout (the unzipped ``datasets.zip`` of google-research/distilling-step-by-step):
@@ -228,14 +229,14 @@ def load_paper_rationales(root: str | Path, task: str, split: str) -> list[dict]
     Splits: ``train``, ``test`` and, for esnli and anli1, ``valid`` (SVAMP and CQA have none).
     Each output is parsed with the task's parser; records say why when no label could be read.
     """
-    spec = get_task(task)
-    examples = read_paper_split(root, task, split)
+    spec = resolve_task(task)
+    examples = read_paper_split(root, spec, split)
     split = spec.canonical_split(split)
-    inputs_path = paper_split_path(root, task, split)
+    inputs_path = paper_split_path(root, spec.name, split)
     llm_dir = inputs_path.parent / "llm"
     files = _batch_files(llm_dir, split) if llm_dir.is_dir() else []
     if not files:
-        raise FileNotFoundError(f"No teacher outputs {llm_dir}/{split}_CoT_<i>.json for the {split} split of {task}.")
+        raise FileNotFoundError(f"No teacher outputs {llm_dir}/{split}_CoT_<i>.json for the {split} split of {spec.name}.")
     outputs: list = []
     for path in files:
         batch = json.loads(path.read_text(encoding="utf-8"))
@@ -245,7 +246,7 @@ def load_paper_rationales(root: str | Path, task: str, split: str) -> list[dict]
     if len(outputs) != len(examples):
         names = ", ".join(p.name for p in files)
         raise ValueError(
-            f"{task} {split}: {len(examples)} inputs in {inputs_path} but {len(outputs)} teacher outputs in "
+            f"{spec.name} {split}: {len(examples)} inputs in {inputs_path} but {len(outputs)} teacher outputs in "
             f"{llm_dir} ({names}). Outputs pair with inputs by position, so the counts must be equal."
         )
     return [_paper_record(example, text, spec) for example, text in zip(examples, outputs, strict=True)]
@@ -349,7 +350,7 @@ def _hub_error(task: str, split: str, hub_id: str, hub_split: str, cause: BaseEx
     )
 
 
-def load_hub_split(task: str, split: str) -> list[dict]:
+def load_hub_split(task: Task | str, split: str) -> list[dict]:
     """One split of a paper task from the Hugging Face Hub, formatted like the paper (`paper_example`).
 
     Hub ids: SVAMP `ChilleD/SVAMP` (MIT; both splits, re-split the paper's way), CommonsenseQA
@@ -357,22 +358,22 @@ def load_hub_split(task: str, split: str) -> list[dict]:
     ANLI `facebook/anli` (CC BY-NC 4.0; splits train_r1 / dev_r1 / test_r1). Rows without a gold
     label (class id -1) are skipped. Any failure raises one `HubUnavailableError`.
     """
-    spec = get_task(task)
+    spec = resolve_task(task)
     split = spec.canonical_split(split)
     if spec.hub_id is None:
-        raise ValueError(f"Task {task!r} has no hub copy; load it with load_task({task!r}, {split!r}).")
+        raise ValueError(f"Task {spec.name!r} has no hub copy; load it with load_task({spec.name!r}, {split!r}).")
     hub_split = dict(spec.hub_splits)[split]
     if not _hub_offline_flag() and not _hub_reachable():
-        raise _hub_error(task, split, spec.hub_id, hub_split, None)
+        raise _hub_error(spec.name, split, spec.hub_id, hub_split, None)
     try:
         from datasets import load_dataset
 
         # A split such as "train+test" is the concatenation of those hub splits.
         items = [dict(row) for row in load_dataset(spec.hub_id, split=hub_split)]
     except Exception as err:  # whatever the hub or the cache says, the user gets one clear message
-        raise _hub_error(task, split, spec.hub_id, hub_split, err) from err
+        raise _hub_error(spec.name, split, spec.hub_id, hub_split, err) from err
     if spec.hub_resplit:
         items = paper_svamp_split(items)[split]
     if spec.classes:
         items = [row for row in items if row.get("label") in range(len(spec.classes))]
-    return [paper_example(task, row, i, split, where=f"{spec.hub_id}[{hub_split}][{i}]") for i, row in enumerate(items)]
+    return [paper_example(spec, row, i, split, where=f"{spec.hub_id}[{hub_split}][{i}]") for i, row in enumerate(items)]

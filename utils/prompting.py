@@ -14,6 +14,10 @@ a student reads at inference exactly the prompt it was trained on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from utils.tasks import Task
 
 LABEL_PREFIX = "[label] "
 RATIONALE_PREFIX = "[rationale] "
@@ -45,17 +49,17 @@ def check_columns(dataset, needed: Sequence[str] = COLUMNS) -> None:
             )
 
 
-def rationale_with_answer(rationale: str, answer: str, task: str | None = None) -> str:
+def rationale_with_answer(rationale: str, answer: str, task: Task | str | None = None) -> str:
     """A rationale followed by its answer, in the words the task's parser reads (the teachers' own
     endings: ``The answer is`` for math, ``So the answer is`` for the classification tasks)."""
-    from utils.tasks import get_task
+    from utils.tasks import resolve_task
 
-    marker = get_task(task).answer_ending if task else "The answer is"
+    marker = resolve_task(task).answer_ending if task else "The answer is"
     return f"{rationale.rstrip()} {marker} {answer}."
 
 
 def build_rows(split, mode: str, label_source: str = "gold", rationale_answer: bool = False,
-               task: str | None = None) -> list[dict]:
+               task: Task | str | None = None) -> list[dict]:
     """The (source, target, task) rows one mode trains on; task 0 is the label, 1 the rationale.
 
     ``standard``: gold labels. ``distill``: teacher labels. ``dss``: labels (gold by default, the

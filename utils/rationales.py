@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from utils.tasks import get_task
+from utils.tasks import Task, resolve_task
 
 # Where a run-on answer stops: the next few-shot block the model invents.
 _RUN_ON = re.compile(r"\n\s*(?:Q|Question|Premise|Hypothesis)\s*:|\n\s*\n\s*\n|<\|im_end\|>|<\|endoftext\|>")
@@ -156,36 +156,36 @@ def parse_esnli(text: str) -> ParsedCoT:
 PARSERS = {"equation": parse_arith, "so-the-answer-is": parse_choice, "answer-colon": parse_esnli}
 
 
-def parse_cot(text: str, task: str) -> tuple[str, str | None]:
-    """``(rationale, label or None)`` from one teacher output for ``task``."""
+def parse_cot(text: str, task: Task | str) -> tuple[str, str | None]:
+    """``(rationale, label or None)`` from one teacher output for ``task`` (a ``Task`` or its name)."""
     parsed = parse_cot_detailed(text, task)
     return parsed.rationale, parsed.label
 
 
-def parse_cot_detailed(text: str, task: str) -> ParsedCoT:
+def parse_cot_detailed(text: str, task: Task | str) -> ParsedCoT:
     """Like ``parse_cot`` but keeps the reason when no label could be read."""
-    parser = PARSERS[get_task(task).parser]  # an unknown task is a ValueError listing the valid ones
+    parser = PARSERS[resolve_task(task).parser]  # an unknown task is a ValueError listing the valid ones
     if not isinstance(text, str):
         return ParsedCoT("", None, f"teacher output is {type(text).__name__}, not text")
     return parser(text)
 
 
-def label_key(label: str | None, task: str) -> str | None:
+def label_key(label: str | None, task: Task | str) -> str | None:
     """What two labels must share to count as the same vote (``Task.label_key``), or None for no valid vote.
 
     The exact value for equations (``1 / 3`` and ``0.3333333`` differ, ``( 84.0 / 2.0 )`` and ``42``
     agree); the normalised label for CQA and NLI, where an NLI label outside entailment / neutral /
     contradiction gives None.
     """
-    return get_task(task).label_key(label)
+    return resolve_task(task).label_key(label)
 
 
-def majority_vote(labels: list[str | None], task: str) -> tuple[str | None, int]:
+def majority_vote(labels: list[str | None], task: Task | str) -> tuple[str | None, int]:
     """Self-consistency: the most frequent label by value, and how many samples agree.
 
     Ties go to the label seen first, so greedy-first sampling orders break ties greedily.
     """
-    spec = get_task(task)
+    spec = resolve_task(task)
     keys = [spec.label_key(label) for label in labels]
     counts = Counter(k for k in keys if k is not None)
     if not counts:

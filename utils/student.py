@@ -70,6 +70,7 @@ from utils.student_init import (
     prune_student_vocab,
     unwrap_model,
 )
+from utils.tasks import Task, resolve_task
 
 IGNORE = -100
 
@@ -340,7 +341,7 @@ class MultiTaskTrainer(Trainer):
         self._clock = time.perf_counter()
         self.loss_is_scaled_for_ga = False  # the loss is a per-batch mean: Trainer divides it for accumulation
 
-    def score_validation_accuracy(self, split, tokenizer, task: str, max_source_length: int | None = None,
+    def score_validation_accuracy(self, split, tokenizer, task: Task | str, max_source_length: int | None = None,
                                   batch_size: int = 16) -> None:
         """Make every evaluation also decode ``split``'s labels (the ``[label]`` prompt, greedy, first
         line) and report ``eval_accuracy``, so checkpoints can be chosen and training stopped by
@@ -535,7 +536,7 @@ def _out_of_memory_message(config, lora: dict | None, checkpoint_dir: Path) -> s
 
 
 def _eval_rows(split, mode: str, label_source: str, rationale_answer: bool = False,
-               task: str | None = None) -> list[dict]:
+               task: Task | str | None = None) -> list[dict]:
     """Validation rows: those of ``mode``, or only the label rows when the split has no rationales."""
     if mode in ("dss", "ltr") and not any(split["rationale"]):
         return build_rows(split, "distill" if label_source == "teacher" else "standard")
@@ -582,6 +583,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
     if not 0.0 <= config.alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {config.alpha}.")
     validate_student_options(config)
+    task = resolve_task(config.task)  # looked up once, passed on as the Task
     label_source = config.label_source
     lora = lora_settings(config)
     check_columns(dataset)
@@ -601,7 +603,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
         print(f"note: {source} has no chat template; training on the plain prompt format")
         chat = False
     rationale_answer = config.rationale_answer
-    rows = build_rows(dataset["train"], mode, label_source, rationale_answer, config.task)
+    rows = build_rows(dataset["train"], mode, label_source, rationale_answer, task)
     cut_rows = {"train": {}}
     features = tokenize_rows(rows, tokenizer, family, config.max_source_length, config.max_target_length, chat,
                              counts=cut_rows["train"])
@@ -609,7 +611,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
     eval_features = None
     if "validation" in dataset:
         cut_rows["validation"] = {}
-        eval_rows = _eval_rows(dataset["validation"], mode, label_source, rationale_answer, config.task)
+        eval_rows = _eval_rows(dataset["validation"], mode, label_source, rationale_answer, task)
         eval_features = tokenize_rows(eval_rows, tokenizer, family, config.max_source_length,
                                       config.max_target_length, chat, counts=cut_rows["validation"])
     for split, counts in cut_rows.items():
@@ -624,7 +626,7 @@ def train_student(dataset, config, mode: str, output_dir: str | Path, init: str 
                                alpha=config.alpha if mode == "dss" else 1.0, family=family,
                                flush_denormal=config.flush_denormal)
     if eval_features is not None and config.select_by == "accuracy":
-        trainer.score_validation_accuracy(dataset["validation"], tokenizer, config.task, config.max_source_length,
+        trainer.score_validation_accuracy(dataset["validation"], tokenizer, task, config.max_source_length,
                                           config.eval_batch_size)
     if eval_features is not None and config.early_stopping_patience:
         trainer.add_callback(early_stopping(config.early_stopping_patience, config.early_stopping_min_steps))

@@ -25,6 +25,7 @@ from utils.prompting import (
     check_family,
     format_prompt,
 )
+from utils.tasks import resolve_task
 
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": None}  # targets None: per model, see lora_targets
 
@@ -56,7 +57,7 @@ def vocabulary_texts(dataset, tokenizer, config) -> list[str]:
     it learns from. Test targets are left out: a vocabulary cut to the test answers' tokens would
     already know something about them."""
     texts = [LABEL_PREFIX, RATIONALE_PREFIX, LTR_SEPARATOR]
-    chat = config.chat_template
+    chat, task = config.chat_template, resolve_task(config.task)
     for name in dataset:
         split = dataset[name]
         for prefix in (LABEL_PREFIX, RATIONALE_PREFIX):
@@ -65,7 +66,7 @@ def vocabulary_texts(dataset, tokenizer, config) -> list[str]:
             continue
         for mode in MODES:
             try:
-                rows = build_rows(split, mode, config.label_source, config.rationale_answer, config.task)
+                rows = build_rows(split, mode, config.label_source, config.rationale_answer, task)
             except (ValueError, KeyError):  # a mode this split cannot train (no rationales, no teacher labels)
                 continue
             texts += [row["target"] for row in rows]

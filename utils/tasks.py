@@ -209,32 +209,34 @@ def get_task(name: str) -> Task:
     raise ValueError(f"Unknown task {name!r}. Valid choices: {', '.join(ALL_TASK_NAMES)}.")
 
 
-def _task(task: str | Task) -> Task:
-    """The registry's `Task` for a name (a `Task` passes through)."""
-    return task if not isinstance(task, str) else get_task(task)
+def resolve_task(task: Task | str) -> Task:
+    """The registry's `Task` for a name (a `Task` passes through); an unknown name raises `get_task`'s
+    ValueError. Functions that take a task call this once at their entry and pass the `Task` on, so
+    a caller that resolved it once (a study's entry point) never has it looked up again."""
+    return task if isinstance(task, Task) else get_task(task)
 
 
-def normalize_label(task: str | Task, label: object) -> str | None:
+def normalize_label(task: Task | str, label: object) -> str | None:
     """`label` normalised the way `task` compares labels (`Task.normalize`); None for an empty label."""
-    return _task(task).normalize(label)
+    return resolve_task(task).normalize(label)
 
 
-def task_correct(task: str | Task, pred: str | float | None, gold: str | float) -> bool:
+def task_correct(task: Task | str, pred: str | float | None, gold: str | float) -> bool:
     """Whether a prediction is right for `task` (`Task.correct`).
 
     Equation tasks compare values (`answers_match`); classification tasks compare normalised
     labels. None or an unparsable prediction is simply wrong; an empty gold raises ValueError.
     """
-    return _task(task).correct(pred, gold)
+    return resolve_task(task).correct(pred, gold)
 
 
-def task_accuracy(task: str | Task, preds: list, golds: list) -> float:
+def task_accuracy(task: Task | str, preds: list, golds: list) -> float:
     """Share of predictions that `task_correct` accepts."""
     if len(preds) != len(golds):
         raise ValueError(f"{len(preds)} predictions but {len(golds)} gold answers")
     if not golds:
         raise ValueError("task_accuracy needs at least one example")
-    spec = _task(task)
+    spec = resolve_task(task)
     return sum(spec.correct(p, g) for p, g in zip(preds, golds, strict=True)) / len(golds)
 
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from utils.prompts import build_prompt
 from utils.rationales import label_key, majority_vote, parse_cot_detailed
+from utils.tasks import Task, resolve_task, task_correct
 
 STOP = ["\nQ:", "\n\n\n"]  # the model starts inventing the next few-shot block
 
@@ -535,7 +536,7 @@ class GenerationCache:
         self.entries[key] = outputs
 
 
-def generate_rationales(teacher: Teacher, task: str, examples: list[dict], cache_path: str | Path,
+def generate_rationales(teacher: Teacher, task: Task | str, examples: list[dict], cache_path: str | Path,
                         n: int = 1, temperature: float = 0.7, max_new_tokens: int = 72, n_shots: int = 4,
                         chat: bool = False, seed: int = 0, greedy_first: bool = True,
                         batch_size: int = 8, label_field: str = "equation", desc: str = "teacher",
@@ -550,8 +551,7 @@ def generate_rationales(teacher: Teacher, task: str, examples: list[dict], cache
     """
     from functools import partial
 
-    from utils.tasks import task_correct
-
+    task = resolve_task(task)
     answers_match = partial(task_correct, task)
 
     cache = GenerationCache(cache_path, seed_caches)
@@ -559,7 +559,7 @@ def generate_rationales(teacher: Teacher, task: str, examples: list[dict], cache
     sampled = {"temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed}
     plan = []  # (example index, prompt, sampling, n)
     for i, example in enumerate(examples):
-        prompt = build_prompt(example, task, n_shots=n_shots, chat=chat)
+        prompt = build_prompt(example, task.name, n_shots=n_shots, chat=chat)
         if n == 1 or greedy_first:
             plan.append((i, prompt, greedy, 1))
         if n > 1:
@@ -592,7 +592,7 @@ def generate_rationales(teacher: Teacher, task: str, examples: list[dict], cache
     return [_make_record(ex, outputs[i], task, label_field, answers_match) for i, ex in enumerate(examples)]
 
 
-def _make_record(example: dict, texts: list[str], task: str, label_field: str, answers_match) -> dict:
+def _make_record(example: dict, texts: list[str], task: Task, label_field: str, answers_match) -> dict:
     samples = []
     for text in texts:
         parsed = parse_cot_detailed(text, task)
@@ -666,12 +666,12 @@ def teacher_from_config(config) -> Teacher:
 def annotate(teacher: Teacher, config, examples: list[dict], cache_path: str | Path, split: str) -> list[dict]:
     """Run ``generate_rationales`` with a config's settings: self-consistency on train, greedy on test."""
     from utils.config import REPO_ROOT
-    from utils.tasks import get_task
 
+    task = resolve_task(config.task)
     seeds = [REPO_ROOT / config.teacher_cache_seed] if config.teacher_cache_seed else []
     return generate_rationales(
-        teacher, config.task, examples, cache_path,
+        teacher, task, examples, cache_path,
         n=config.n_samples if split == "train" else 1,
         temperature=config.temperature, max_new_tokens=config.max_new_tokens, n_shots=config.n_shots,
-        seed=config.seed, label_field=get_task(config.task).label_field, desc=f"teacher/{split}",
+        seed=config.seed, label_field=task.label_field, desc=f"teacher/{split}",
         seed_caches=seeds)
