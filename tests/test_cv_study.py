@@ -73,28 +73,43 @@ def finished_study(tmp_path):
 
 
 def test_pooled_summary_pairs_every_item_and_states_power(finished_study):
+    from utils.stats import holm, mde_over_runs, power_over_runs
+
     run_dir, base, better = finished_study
     section = cv_summary(run_dir, "svamp", ["standard", "dss", "ltr"], k=2)
     assert section["folds_finished"] == [0, 1]
     rows = {r["variant"]: r for r in section["summary"]}
     assert rows["standard"]["n"] == 200 and rows["standard"]["accuracy"] == pytest.approx(sum(base.values()) / 200)
     comps = {c["variant"]: c for c in section["comparisons"]}
+    # the item-level view, pooled over every item: McNemar on all 200
     assert comps["ltr"]["mcnemar"] == {"a_only": 30, "b_only": 0, "p_value": pytest.approx(2 / 2**30)}
-    assert comps["ltr"]["difference"] == pytest.approx(0.15)
-    assert comps["dss"]["p_value"] == pytest.approx(0.5) and comps["dss"]["p_holm"] == pytest.approx(0.5)
-    assert comps["ltr"]["p_holm"] == pytest.approx(2 * comps["ltr"]["p_value"])
-    assert comps["ltr"]["mde_80"] == pytest.approx(minimum_detectable_effect(30, 200))
+    assert comps["ltr"]["p_mcnemar"] == pytest.approx(2 / 2**30)
+    # the fold-level view: each fold's difference, the mean of them the headline
+    gained = [sum(1 for i in fold if better[i] and not base[i]) for fold in ([f"i{n}" for n in range(100)],
+                                                                             [f"i{n}" for n in range(100, 200)])]
+    assert [round(100 * r["difference"]) for r in comps["ltr"]["runs"]] == gained and sum(gained) == 30
+    assert comps["ltr"]["difference"] == pytest.approx(0.15) and comps["ltr"]["k"] == 2
+    low, high = comps["ltr"]["ci95"]
+    assert low <= 0.15 <= high and comps["ltr"]["p_value"] > 0
+    assert [c["p_holm"] for c in section["comparisons"]] == pytest.approx(holm([c["p_value"] for c in section["comparisons"]]))
+    sd = comps["ltr"]["t"]["sd"]
+    assert comps["ltr"]["mde_80"] == pytest.approx(mde_over_runs(sd, 2))
+    effects = comps["ltr"]["random_effects"]
+    assert effects["k"] == 2 and effects["q"] >= 0 and 0 <= effects["i2"] <= 1
     assert verify_cv(run_dir, "svamp_cv", section, "svamp") == []
     assert "ltr - standard" in markdown_cv("svamp_cv", section)
     from utils.report import describe_cv
 
     text = describe_cv(section)
-    assert "ltr - standard: +15.0 points" in text and "significantly better" in text
+    verdict = "significantly better" if comps["ltr"]["p_holm"] < 0.05 else "not significantly different"
+    assert f"ltr - standard: +15.0 points (95% CI {100 * low:+.1f} to {100 * high:+.1f}, hierarchical bootstrap " \
+           f"over 2 folds and their items, Holm p" in text and verdict in text
+    assert f"per fold {', '.join(f'{g:+.1f}' for g in gained)}" in text
     assert "dss - standard: +1.0 points" in text and "not significantly different" in text
     assert section["paper_difference"] == pytest.approx(0.0287)  # Table 1, SVAMP: 65.50 - 62.63
-    assert text.count("more than the paper's +2.9;") == 2  # 200 items cannot see the paper's effect
-    power = power_against(0.0287, comps["ltr"]["discordant"], 200)  # 30 discordant of 200
-    assert 0.05 < power < 0.8 and f"its power against a true +2.9 was {100 * power:.0f} %" in text
+    power = power_over_runs(0.0287, sd, 2)
+    assert comps["ltr"]["power_paper"] == pytest.approx(power)
+    assert f"had {100 * power:.0f} % power against the paper's +2.9" in text
     assert "Reference: Hsieh et al. 2023, Table 1" in markdown_cv("svamp_cv", section)
     assert f"| ±{100 * comps['ltr']['mde_80']:.1f} | {100 * power:.0f} % |" in markdown_cv("svamp_cv", section)
     other = {**section, **paper_reference("cqa")}  # a task the course has no Table 1 numbers for

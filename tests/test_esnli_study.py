@@ -170,11 +170,13 @@ def test_data_efficiency_pairs_seeds_and_finds_the_smallest_size_not_below_stand
     run_dir, section = study
     eff = section["data_efficiency"]
     assert (eff["baseline"], eff["baseline_size"]) == ("standard", 1000)
-    assert eff["smallest"] == {"dss": 250, "dss-all4": None, "dss-human1": 250, "ltr": None}
+    # one seed cannot test a recipe over seeds: dss-all4's -25 items at 250 is not called "below"
+    assert eff["smallest"] == {"dss": 250, "dss-all4": 250, "dss-human1": 250, "ltr": None}
     rows = {(r["variant"], r["size"]): r for r in eff["rows"]}
     assert set(rows) == {("dss", 125), ("dss", 250), ("dss", 500), ("ltr", 125), ("ltr", 250), ("ltr", 500),
                          ("dss-human1", 250), ("dss-all4", 250)}  # rationale variants only, standard is the baseline
     assert rows[("dss-all4", 250)]["seeds"] == [0]
+    assert rows[("dss-all4", 250)]["verdict"] == "one seed: not tested over seeds" and not rows[("dss-all4", 250)]["below"]
     below = rows[("dss", 125)]
     assert below["seeds"] == [0, 1, 2] and below["n"] == TEST
     assert below["difference"] == pytest.approx(-25 / TEST) and below["below"] and below["ci95"][1] < 0
@@ -206,19 +208,22 @@ def test_holm_decides_what_counts_as_significantly_below(monkeypatch):
 
     p_by_size = {250: 0.01, 500: 0.03, 1000: 0.5}
 
-    def fake_bootstrap(a, b, n_boot=2000, seed=0):
-        size = next(s for s, marks in sizes.items() if marks is a[0])
-        return {"difference": -0.1, "ci95": (-0.2, 0.0), "p_value": p_by_size[size]}
+    def fake_bootstrap(a_runs, b_runs, n_boot=2000, seed=0, level=0.95, small_sample=True):
+        size = next(s for s, marks in sizes.items() if marks is a_runs[0])
+        return {"difference": -0.1, "ci": (-0.2, 0.0), "p_value": p_by_size[size]}
 
-    monkeypatch.setattr(stats, "paired_bootstrap", fake_bootstrap)
+    monkeypatch.setattr(stats, "hierarchical_bootstrap", fake_bootstrap)
     item = {"a": True, "b": False}
     sizes = {n: dict(item) for n in p_by_size}
-    results = {("standard", 2000, 0): dict(item), **{("dss", n, 0): marks for n, marks in sizes.items()}}
+    results = {**{("standard", 2000, s): dict(item) for s in (0, 1)},
+               **{("dss", n, s): marks for n, marks in sizes.items() for s in (0, 1)}}
     eff = data_efficiency(results, 2000)
     assert [(r["size"], r["p_holm"], r["below"]) for r in eff["rows"]] == [
         (250, pytest.approx(0.03), True), (500, pytest.approx(0.06), False), (1000, pytest.approx(0.5), False)]
     assert eff["smallest"] == {"dss": 500}
     assert data_efficiency(results, 2000, alpha=0.1)["smallest"] == {"dss": 1000}  # 0.06 < 0.1: 500 is below too
+    one_seed = {k: v for k, v in results.items() if k[2] == 0}  # the same p, one seed: never "below"
+    assert not any(r["below"] for r in data_efficiency(one_seed, 2000)["rows"])
     assert data_efficiency({("standard", 2000, 0): item}, 2000)["rows"] == []
     with pytest.raises(ValueError, match="alpha"):
         data_efficiency(results, 2000, alpha=0)
@@ -338,14 +343,18 @@ def test_the_markdown_and_the_sentences_state_the_finding(study):
         < text.index("| dss-human1 | 250 |")  # the design's order, not the alphabet's
     assert "`dss`: smallest size not significantly below `standard` at 1,000 examples: **250** examples" in text
     assert "`ltr`: smallest size not significantly below `standard` at 1,000 examples: **none**" in text
+    assert "| per seed | 95% CI (hierarchical) |" in text and "| -41.7, -41.7, -41.7 |" in text
     assert "Teacher, PaLM 540B (fake), on the same 60 test items: 83.3 %" in text
     assert "At equal size, paired against `standard`" in text
     words = describe_sizes(section)
     assert words.startswith("Complete grid: 32 of 32 cells finished")
-    assert ("In the paper's terms: the smallest training size at which dss is not significantly below standard at "
-            "1,000 examples is 250 examples (25 % of the baseline's data; sizes tested: 125, 250, 500): +0.0 points "
-            "(95% CI +0.0 to +0.0, paired bootstrap over 60 test items pooled over 3 seeds, Holm p = 1.000") in words
-    assert "ltr is significantly below standard at 1,000 examples at every size tested (125, 250, 500)" in words
+    assert ("dss against standard at 1,000 examples: on 125: -41.7 points (95% CI -41.7 to -41.7, hierarchical "
+            "bootstrap over 3 seeds and 60 test items, Holm p = 0.008; per seed -41.7, -41.7, -41.7; one seed's test "
+            "items detect ±22.9 points at 80% power), significantly below") in words
+    assert ("on 250: +0.0 points (95% CI +0.0 to +0.0, hierarchical bootstrap over 3 seeds and 60 test items, Holm "
+            "p = 1.000; per seed +0.0, +0.0, +0.0") in words and "within the ±2-point margin (90% CI +0.0 to +0.0)" in words
+    assert "dss-all4 against standard at 1,000 examples: on 250: -41.7 points" in words
+    assert words.count("one seed: not tested over seeds") == 2  # dss-human1 and dss-all4 ran one seed
 
 
 def test_describe_sizes_without_a_section_and_with_a_partial_grid(tmp_path, monkeypatch):
@@ -358,7 +367,7 @@ def test_describe_sizes_without_a_section_and_with_a_partial_grid(tmp_path, monk
     words = describe_sizes(partial)
     assert words.startswith("Partial grid: 14 of 32 cells finished (seed 0: 12 of 12, seed 1: 2 of 10, "
                             "seed 2: 0 of 10)")
-    assert "will move as the rest finish" in words and "pooled over 1 seed," in words
+    assert "will move as the rest finish" in words and "hierarchical bootstrap over 1 seed and" in words
     _cell_json(tmp_path, "standard", 1000, 0).unlink()
     no_baseline = _build(tmp_path, monkeypatch, [])  # the cells left on disk: standard at 1000 only for seed 1
     assert "cannot be tested yet" not in describe_sizes(no_baseline)  # seed 1's dss is paired

@@ -542,7 +542,11 @@ def power_over_runs(effect: float, run_sd: float, k: int, alpha: float = 0.05) -
         raise ValueError(f"run_sd must be positive (got {run_sd}).")
     df, crit = k - 1, float(stats.t.isf(alpha / 2, k - 1))
     ncp = effect * math.sqrt(k) / run_sd
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    # scipy's noncentral t returns NaN for a far tail it cannot resolve (e.g. the lower tail at
+    # ncp 20 with 2 df); such a tail holds no probability that matters
+    upper, lower = float(stats.nct.sf(crit, df, ncp)), float(stats.nct.cdf(-crit, df, ncp))
+    upper, lower = (float(ncp > 0) if math.isnan(upper) else upper), (float(ncp < 0) if math.isnan(lower) else lower)
+    return min(1.0, upper + lower)
 
 
 def mde_over_runs(run_sd: float, k: int, alpha: float = 0.05, power: float = 0.8) -> float:

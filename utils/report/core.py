@@ -367,7 +367,8 @@ def compare_runs(a_runs: dict, b_runs: dict, n_boot: int = 2000, seed: int = 0, 
                      "b_only": r["mcnemar"]["b_only"], "p_mcnemar": r["mcnemar"]["p_value"]} for r in runs],
            "t": {"ci95": None if t["ci"] is None else list(t["ci"]), "p_value": t["p_value"], "sd": t["sd"]},
            "item_only": {"ci95": list(item["ci95"]), "p_value": item["p_value"]},
-           "mde_80": mde_over_runs(t["sd"], len(runs)) if len(runs) > 1 and t["sd"] else None}
+           # runs that all differ by the same amount leave no spread to size a test by
+           "mde_80": mde_over_runs(t["sd"], len(runs)) if len(runs) > 1 and (t["sd"] or 0) > 1e-9 else None}
     if margin is not None:
         eq = equivalence(a_runs, b_runs, margin, n_boot=n_boot, seed=seed)
         out["equivalence"] = {"margin": margin, "ci90": list(eq["bootstrap"]["ci90"]),

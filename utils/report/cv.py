@@ -60,7 +60,11 @@ def verify_cv(run_dir: Path, name: str, section: dict, task: str) -> list[str]:
             problems.append(f"{name} {comp['variant']} vs {comp['baseline']}: McNemar counts differ "
                             f"({a_only}, {b_only}) vs the report's")
         if "runs" in comp:  # the fold-level statistics, recomputed from the predictions
-            again = compare_runs(by_fold[comp["variant"]], by_fold[comp["baseline"]], n_boot=comp["n_boot"])
+            try:
+                again = compare_runs(by_fold[comp["variant"]], by_fold[comp["baseline"]], n_boot=comp["n_boot"])
+            except ValueError as exc:  # reported above as a missing or extra prediction
+                problems.append(f"{name} {comp['variant']} vs {comp['baseline']}: cannot be recomputed: {exc}")
+                continue
             wrong = [f for f in ("difference", "ci95", "p_value") if _differs(comp[f], again[f])]
             if wrong:
                 problems.append(f"{name} {comp['variant']} vs {comp['baseline']}: "

@@ -144,9 +144,10 @@ def data_efficiency(results: dict[tuple, dict[str, bool]], baseline_size: int, b
         except ValueError as exc:  # say which cells, not only which ids
             raise ValueError(f"{variant} at size {size} against {baseline} at {baseline_size}, seeds {seeds}: "
                              f"{exc}") from exc
-        if row["mde_80"] is None:  # one seed: only its items say what it could detect
-            only = row["runs"][0]
-            row["mde_80"] = minimum_detectable_effect(only["a_only"] + only["b_only"], row["n"])
+        row["mde_basis"] = "runs"
+        if row["mde_80"] is None:  # one seed, or seeds that all agree: only the items say what it could detect
+            discordant = round(sum(r["a_only"] + r["b_only"] for r in row["runs"]) / len(row["runs"]))
+            row["mde_80"], row["mde_basis"] = minimum_detectable_effect(discordant, row["n"]), "items"
         rows.append({"variant": variant, "size": size, "baseline": baseline, "baseline_size": baseline_size,
                      "seeds": seeds, **row,
                      "mcnemar": [{"seed": r["run"], "a_only": r["a_only"], "b_only": r["b_only"],
@@ -377,7 +378,8 @@ def _diff(r: dict) -> str:
     differences, detectable effect."""
     seeds = len(r["seeds"])
     detects = (f"under this seed-to-seed spread the design detects ±{100 * r['mde_80']:.1f} points at 80% power"
-               if seeds > 1 else f"one seed's design detects ±{100 * r['mde_80']:.1f} points at 80% power")
+               if r.get("mde_basis", "runs") == "runs" and seeds > 1 else
+               f"one seed's test items detect ±{100 * r['mde_80']:.1f} points at 80% power")
     per_seed = f"; per seed {runs_text(r)}" if r.get("runs") else ""
     return (f"{100 * r['difference']:+.1f} points (95% CI {_signed_ci(r['ci95'])}, hierarchical bootstrap over "
             f"{seeds} seed{'s' * (seeds > 1)} and {r['n']:,} test items, Holm p {_p_eq(r['p_holm'])}{per_seed}; "

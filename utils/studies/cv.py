@@ -177,7 +177,7 @@ def cv_summary(run_dir: str | Path, task: str, variants: list[str], k: int, base
                             "mcnemar": test, "p_mcnemar": test["p_value"],
                             "discordant": test["a_only"] + test["b_only"], "random_effects": effects,
                             "power_paper": power_over_runs(paper["paper_difference"], sd, row["k"])
-                            if paper["paper_difference"] is not None and row["k"] > 1 and sd else None})
+                            if paper["paper_difference"] is not None and row["k"] > 1 and (sd or 0) > 1e-9 else None})
     for row, adjusted in zip(comparisons, holm([c["p_value"] for c in comparisons])):
         row["p_holm"] = adjusted
     return {"design": f"{k}-fold cross-validation over every item; each variant predicts each item once, "
