@@ -8,11 +8,11 @@ import random
 from pathlib import Path
 
 import pytest
-from test_esnli_study import POOL, _fake_datasets, _fake_teacher, write_esnli_cell
+from test_esnli_study import _fake_datasets, _fake_teacher, write_esnli_cell
 
 from utils.report.steps import plateaued, steps_questions
-from utils.studies.steps import STEPS_BUDGET, STEPS_SECTION, steps_config, steps_plan
 from utils.student import rows_seen
+from utils.studies.steps import STEPS_BUDGET, STEPS_SECTION, steps_config, steps_plan
 
 TEST = 60
 # per seed, how many more test items dss gets right than standard at 250 (a spread over seeds)
@@ -111,7 +111,8 @@ def test_the_report_answers_the_three_questions_over_seeds_and_verifies(built):
     assert [round(r["difference"] * TEST) for r in a["runs"]] == [DSS_GAIN[s] for s in range(5)]
     assert a["difference"] == pytest.approx(sum(DSS_GAIN.values()) / 5 / TEST)
     # the hierarchical interval counts the seed spread: wider than the item-only one
-    width = lambda ci: ci[1] - ci[0]
+    def width(ci):
+        return ci[1] - ci[0]
     assert width(a["ci95"]) > width(a["item_only"]["ci95"])
     assert a["p_value"] > 0 and a["p_holm"] >= a["p_value"]
     assert ("b", "dss-all4", 250) in rows and ("b", "dss", 500) not in rows
