@@ -27,6 +27,14 @@ Denormal floats are flushed to zero while both trainers train (`flush_denormal`,
 same run): the randomly initialised t5-small-shaped head otherwise
 makes most logit gradients denormal, and its backward matmuls ran about 75x slower on them.
 
+Speed levers, `--levers`: one training configuration, our trainer on the same student and rows,
+with every speed lever off (padded rows, the whole vocabulary, denormals kept, fp32) and on (rows
+packed, the vocabulary pruned, denormals flushed, bf16 autocast where `use_bf16` says it is fast:
+the recipe of `utils.studies.steps`), side by side, and the ratio on / off. A quick check by
+default: 6 measured steps after 2 warm-up, 2 runs a row. `--data DIR` measures it on a saved
+rationale dataset (a `save_to_disk` folder) instead of the tiny one; `--causal-layers 0` on the
+whole 135M student.
+
 Runs: `--runs` runs of each trainer, interleaved (every row once, then again, ...) so a drift of the
 machine hits both alike, each in a fresh process (its peak memory is its own); each run times
 `--steps` optimizer steps after `--warmup`. The table gives the median over runs and the min-max
@@ -34,8 +42,11 @@ spread of target tokens/s; the speed-up is the ratio of the two medians.
 
 Matmul peak: in a fresh process with the trainers' thread count, the best of several
 `torch.matmul` of two `--matmul-size` square matrices (2048 on a CPU, 8192 on a GPU),
-GFLOP/s = 2 n^3 / t; measured before and after the trainers, the larger of the two is the peak
-(fp32; with `--bf16` also bf16, the peak that bf16 rows are held against).
+GFLOP/s = 2 n^3 / t; measured before and after the trainers, the larger of the two is the peak.
+Each row is held against the peak of its own precision: fp32, and the autocast dtype the trainer
+picks by default (bf16 on a CPU with avx512_bf16 or a CUDA GPU of compute capability 8+, with or
+without `--bf16`; fp16 on an older GPU), measured before the runs and again after them in every
+dtype a row ran in.
 
 Useful FLOPs of a step, counted from the rows of the batch (their token lengths, never the padded
 tensors) and defined the same for both trainers, so the ratio of their MFUs is the ratio of their
@@ -73,6 +84,8 @@ Run (the reference measurement; an idle machine, nothing else running):
 trainers on a student of flan-t5-small's shape:
 `.venv/bin/python benchmarks/trainer_throughput.py --families seq2seq --seq2seq-shape t5-small`.
 Smoke run: `.venv/bin/python benchmarks/trainer_throughput.py --steps 2 --warmup 1 --runs 1 --n-train 40`.
+Levers off against on, the study's student: `.venv/bin/python benchmarks/trainer_throughput.py --levers
+--families causal --causal-layers 0`.
 """
 
 from __future__ import annotations
@@ -112,6 +125,20 @@ VARIANTS = {
     ],
 }
 ON_REQUEST = {"ours+pack+prune+compile", "paper-keep-denormals", "ours-keep-denormals"}  # only if --variants names them
+# `--levers`: one training configuration (our trainer) with every speed lever off, then on, side by side.
+# Off: padded rows, the whole vocabulary, denormals kept, fp32. On: rows packed (causal), the vocabulary
+# pruned, denormals flushed, bf16 autocast where `use_bf16` says it is fast (bf16=None, the trainer's
+# default: a CPU with avx512_bf16, a CUDA GPU of compute capability 8 or more). The recipe of
+# `utils.studies.steps` is the "on" row.
+LEVERS_OFF = {"pack_rows": False, "prune_vocab": False, "flush_denormal": False, "bf16": False}
+LEVERS_ON = {"pack_rows": True, "prune_vocab": True, "flush_denormal": True, "bf16": None}
+LEVER_VARIANTS = {
+    family: [("levers-off", "ours", LEVERS_OFF, False), ("levers-on", "ours", LEVERS_ON, True)]
+    for family in ("causal", "seq2seq")
+}
+LEVER_DEFAULTS = {"steps": 6, "warmup": 2, "runs": 2}  # --levers is a quick check: a few steps per row
+RUN_DEFAULTS = {"steps": 30, "warmup": 3, "runs": 3}  # the reference measurement
+PRECISION_DTYPES = {"bf16 autocast": "bf16", "fp16 autocast": "fp16", "fp32": "fp32"}  # a row's matmul peak
 STATS = "_benchmark_counts"  # the key the counting collator adds to a batch; popped before the model sees it
 GOALS = {"causal": 1.5, "seq2seq": 1.2}  # the issue's required speed-up of ours over the paper's loop
 # The shape of google/t5-v1_1-small (and flan-t5-small, the same architecture): the seq2seq student of
@@ -139,6 +166,10 @@ NAMES = {
     ("seq2seq", "ours+prune"): "ours, vocabulary pruned (`prune_vocab`)",
     ("seq2seq", "paper-keep-denormals"): "paper's loop, denormals kept (`flush_denormal=False`)",
     ("seq2seq", "ours-keep-denormals"): "ours, denormals kept (`flush_denormal=False`)",
+    ("causal", "levers-off"): "ours, every speed lever off: padded, whole vocabulary, denormals kept, fp32",
+    ("causal", "levers-on"): "ours, every lever on: packed, pruned, denormals flushed, bf16 where fast",
+    ("seq2seq", "levers-off"): "ours, every speed lever off: whole vocabulary, denormals kept, fp32",
+    ("seq2seq", "levers-on"): "ours, every lever on: pruned, denormals flushed, bf16 where fast",
 }
 
 
@@ -303,7 +334,7 @@ def matmul_peak(size: int, dtype: str, repeats: int = 10) -> float:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    kind = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     a = torch.randn(size, size, device=device).to(kind)
     b = torch.randn(size, size, device=device).to(kind)
     best = float("inf")
@@ -318,13 +349,23 @@ def matmul_peak(size: int, dtype: str, repeats: int = 10) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def variant_config(spec: dict):
+    """The RunConfig of one row: the tiny profile for ``spec["family"]`` at ``spec["batch_size"]``,
+    bf16 as ``--bf16`` asks (else the trainer's default, bf16 where it is fast), then the row's and
+    ``--set``'s overrides, which may set ``bf16`` too (the ``levers-off`` row: False)."""
+    from utils.config import load_config
+
+    settings = {"bf16": True if spec["bf16"] else None} | spec["set"]
+    return load_config("tiny", student_family=spec["family"], batch_size=spec["batch_size"], **settings)
+
+
 def run_variant(spec: dict) -> dict:
     """Train ``spec["steps"]`` measured steps (after ``spec["warmup"]``) and report rate and memory."""
     import torch
     from datasets import Dataset, load_from_disk
     from transformers import TrainerCallback
 
-    from utils.config import load_config, pick_device
+    from utils.config import pick_device
     from utils.models import count_parameters, load_model, load_tokenizer
     from utils.student import (
         MultiTaskCollator,
@@ -339,8 +380,7 @@ def run_variant(spec: dict) -> dict:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     family = spec["family"]
-    bf16 = True if spec["bf16"] else None  # else the trainer's default (bf16 where it is fast)
-    config = load_config("tiny", student_family=family, batch_size=spec["batch_size"], bf16=bf16, **spec["set"])
+    config = variant_config(spec)
     tokenizer = load_tokenizer(spec["init"])
     model = load_model(spec["init"], family)
     params = flop_parameters(model, family)
@@ -407,7 +447,7 @@ def run_variant(spec: dict) -> dict:
         "rss_before_train_mib": rss_before,
         "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "device": pick_device(verbose=False),
-        "precision": "bf16 autocast" if args.bf16 else "fp32",
+        "precision": "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32",
         "packed": ours and family == "causal" and config.pack_rows,
         "prune_vocab": config.prune_vocab,
         "flush_denormal": config.flush_denormal,
@@ -416,14 +456,21 @@ def run_variant(spec: dict) -> dict:
     }
 
 
-def build_data(work: Path, n_train: int) -> tuple[str, list[str]]:
-    """The tiny `dss` dataset (from the committed teacher cache) saved under ``work``, and the task's
-    text (the corpus a T5 student's word-level tokenizer is trained on)."""
+def build_data(work: Path, n_train: int, data: str | None = None) -> tuple[str, list[str]]:
+    """The tiny `dss` dataset (from the committed teacher cache) saved under ``work``, or the rationale
+    dataset folder ``data`` (``save_to_disk``, e.g. a run's ``dataset``), and the task's text (the
+    corpus a T5 student's word-level tokenizer is trained on)."""
     from utils.config import load_config
     from utils.data import build_rationale_dataset
     from utils.loaders import load_task, select_examples
     from utils.teacher import annotate, teacher_from_config
 
+    if data:
+        from datasets import load_from_disk
+
+        train = load_from_disk(data)["train"]
+        corpus = ["[label] [rationale]"] + [f"{x} {y}" for x, y in zip(train["input"], train["label"])]
+        return data, corpus + [r for r in train["rationale"] if r]
     base = load_config("tiny", n_train=n_train)
     train = select_examples(base.task, "train", base.n_train, base.max_ops)
     records = annotate(teacher_from_config(base), base, train, work / "cache.jsonl", "train")
@@ -509,9 +556,10 @@ def build_inputs(
     init_causal: str | None = None,
     families: tuple[str, ...] = ("causal", "seq2seq"),
     seq2seq_shape: str = "tiny",
+    data: str | None = None,
 ) -> tuple[str, dict[str, str]]:
-    """The tiny dataset on disk, and the start checkpoint of each student family asked for."""
-    data, corpus = build_data(work, n_train)
+    """The dataset on disk (the tiny one, or ``data``), and the start checkpoint of each student family asked for."""
+    data, corpus = build_data(work, n_train, data)
     inits = {}
     if "causal" in families:
         inits["causal"] = init_causal or causal_init(causal_layers)
@@ -594,13 +642,80 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
+def peak_dtype(result: dict) -> str:
+    """The matmul peak a run is held against: that of its autocast dtype (bf16, fp16), else fp32."""
+    return PRECISION_DTYPES.get(result["precision"], "fp32")
+
+
+def expected_dtypes() -> list[str]:
+    """The peaks to measure before the runs: fp32, and the autocast dtype the trainer picks on this
+    machine by default (bf16 wherever ``use_bf16`` says it is fast, e.g. a CPU with avx512_bf16; fp16 on
+    an older CUDA GPU), since rows run in it even without ``--bf16``."""
+    from utils.config import pick_device, use_bf16
+
+    device = pick_device(verbose=False)
+    if use_bf16(device):
+        return ["fp32", "bf16"]
+    return ["fp32", "fp16"] if device == "cuda" else ["fp32"]
+
+
+def table_lines(runs: dict[tuple[str, str], list[dict]], peaks: dict[str, float], label: dict[str, str],
+                baseline: str = "paper") -> list[str]:
+    """The Markdown table: a row per ``(family, variant)`` of ``runs`` (each a list of run results),
+    medians over runs; MFU against ``peaks[peak_dtype(run)]`` (GFLOP/s), ``n/a`` where that peak was
+    not measured; the speed-up against the family's ``baseline`` row."""
+    cuda = next(iter(runs.values()))[0]["peak_cuda_mib"] is not None
+    lines = [
+        "| student | params (M) | precision | step | target tokens/s | spread (min-max) | real tokens/s | s/step "
+        "| MFU (%) | speed-up | peak RSS (MiB) |" + (" peak CUDA (MiB) |" if cuda else ""),
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cuda else ""),
+    ]
+    medians = {key: statistics.median(r["tokens_per_second"] for r in rs) for key, rs in runs.items()}
+    for (family, name), rs in runs.items():
+        r = rs[0]
+        peak = peaks.get(peak_dtype(r))
+        flops = statistics.median(x["flops_per_second"] for x in rs)
+        mfu = f"{100 * flops / (peak * 1e9):.1f}" if peak else f"n/a (no {peak_dtype(r)} peak)"
+        base = medians.get((family, baseline))
+        lines.append(
+            f"| {label[family]} | {r['parameters'] / 1e6:.1f} | {r['precision']} | {NAMES[(family, name)]} "
+            f"| {medians[(family, name)]:.0f} | {spread([x['tokens_per_second'] for x in rs])} "
+            f"| {statistics.median(x['real_tokens_per_second'] for x in rs):.0f} "
+            f"| {statistics.median(x['seconds_per_step'] for x in rs):.2f} | {mfu} "
+            f"| {f'{medians[(family, name)] / base:.2f}x' if base else 'n/a'} "
+            f"| {max(x['peak_rss_mib'] for x in rs):.0f} |"
+            + (f" {max(x['peak_cuda_mib'] for x in rs):.0f} |" if cuda else "")
+        )
+    return lines
+
+
+def speedup_line(runs: dict[tuple[str, str], list[dict]], family: str, baseline: str, name: str,
+                 label: str, goal: float | None = None) -> str:
+    """One sentence: row ``name`` against row ``baseline`` of ``family``, the ratio of their median
+    target tokens/s and run by run (runs interleaved, so run i of each shares the machine's state)."""
+    ours, base = runs[(family, name)], runs[(family, baseline)]
+    ratios = [o["tokens_per_second"] / p["tokens_per_second"] for o, p in zip(ours, base)]
+    speedup = statistics.median(o["tokens_per_second"] for o in ours) / statistics.median(
+        p["tokens_per_second"] for p in base)
+    verdict = "" if goal is None else f"; goal >= {goal}x: {'met' if speedup >= goal else 'NOT met'}"
+    against = "the paper's loop" if baseline == "paper" else baseline
+    return (f"{label}: {name} against {against} {speedup:.2f}x "
+            f"(run by run {', '.join(f'{x:.2f}x' for x in ratios)}){verdict}.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=30, help="measured optimizer steps per run")
-    parser.add_argument("--warmup", type=int, default=3, help="steps run before the clock starts")
-    parser.add_argument("--runs", type=int, default=3, help="runs per trainer (interleaved); the median is reported")
+    parser.add_argument("--steps", type=int, help="measured optimizer steps per run (default 30; --levers: 6)")
+    parser.add_argument("--warmup", type=int, help="steps run before the clock starts (default 3; --levers: 2)")
+    parser.add_argument("--runs", type=int, help="runs per row (interleaved); the median is reported (default 3; "
+                        "--levers: 2)")
+    parser.add_argument("--levers", action="store_true",
+                        help="compare one configuration, our trainer, with every speed lever off and on (packed rows, "
+                        "pruned vocabulary, flushed denormals, bf16 where fast), instead of the trainers' rows")
     parser.add_argument("--batch-size", type=int, default=16, help="rows per step (the tiny profile's)")
     parser.add_argument("--n-train", type=int, default=300, help="training inputs (the tiny profile's)")
+    parser.add_argument("--data", help="a saved rationale dataset (save_to_disk folder, e.g. a run's dataset/) "
+                        "instead of the tiny one (--n-train is then ignored)")
     parser.add_argument("--families", default="causal,seq2seq")
     parser.add_argument("--variants", help="only these rows, e.g. paper,ours+pack+prune (default: all)")
     parser.add_argument("--causal-layers", type=int, default=6, help="layers of the causal student (0: all 30)")
@@ -636,20 +751,26 @@ def main() -> None:
         print("RESULT " + json.dumps({"size": size} | {d: matmul_peak(size, d) for d in spec["dtypes"]}))
         return
 
+    for key, value in (LEVER_DEFAULTS if args.levers else RUN_DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     families = tuple(args.families.split(","))
+    rows = LEVER_VARIANTS if args.levers else VARIANTS
+    baseline = "levers-off" if args.levers else "paper"
     sets = parse_sets(args.set)
     sets |= {"max_source_length": args.max_source} if args.max_source else {}
     sets |= {"max_target_length": args.max_target} if args.max_target else {}
     work = Path(tempfile.mkdtemp(prefix="trainer-throughput-"))
-    data, inits = build_inputs(work, args.n_train, args.causal_layers, args.init_causal, families, args.seq2seq_shape)
-    dtypes = ["fp32", "bf16"] if args.bf16 else ["fp32"]
+    data, inits = build_inputs(work, args.n_train, args.causal_layers, args.init_causal, families, args.seq2seq_shape,
+                               args.data)
+    dtypes = expected_dtypes()
     peaks_before = measure_peaks(args.matmul_size, dtypes, args.threads)
     print(f"matmul peak before (GFLOP/s): {json.dumps(peaks_before)}", flush=True)
 
     runs: dict[tuple[str, str], list[dict]] = {}
     for family in families:
         for index in range(args.runs):
-            for name, impl, overrides, pruned in VARIANTS[family]:
+            for name, impl, overrides, pruned in rows[family]:
                 if (name not in args.variants.split(",")) if args.variants else name in ON_REQUEST:
                     continue
                 spec = {
@@ -671,61 +792,39 @@ def main() -> None:
                     f"done: {family} / {name} run {index + 1}: {result['tokens_per_second']:.0f} target tok/s",
                     flush=True,
                 )
+    # Measured again after the runs, in every dtype a row ran in (a row may use one not foreseen).
+    dtypes = sorted(set(dtypes) | {peak_dtype(r) for rs in runs.values() for r in rs})
     peaks_after = measure_peaks(args.matmul_size, dtypes, args.threads)
-    peaks = {d: max(peaks_before[d], peaks_after[d]) for d in dtypes}
+    peaks = {d: max(peaks_before.get(d, 0.0), peaks_after[d]) for d in dtypes}
 
     first = next(iter(runs.values()))[0]
     flushing = {r["flush_denormal"] for rs in runs.values() for r in rs}
     denormals = {frozenset({True}): "flushed", frozenset({False}): "kept"}.get(
         frozenset(flushing), "flushed (kept in the rows that say so)")
-    matmul = ", ".join(
-        f"{d} {peaks[d]:.0f} GFLOP/s (before {peaks_before[d]:.0f}, after {peaks_after[d]:.0f})" for d in dtypes
-    )
+    before = {d: f"{peaks_before[d]:.0f}" if d in peaks_before else "not measured" for d in dtypes}
+    matmul = ", ".join(f"{d} {peaks[d]:.0f} GFLOP/s (before {before[d]}, after {peaks_after[d]:.0f})" for d in dtypes)
+    what = "speed levers off against on" if args.levers else "dss mode"
     print(
-        f"\nStudent trainer throughput, dss mode, {args.batch_size} rows per step, median of {args.runs} runs of "
+        f"\nStudent trainer throughput, {what}, {args.batch_size} rows per step, median of {args.runs} runs of "
         f"{args.steps} steps after {args.warmup} warm-up, device {first['device']} ({first['threads']} threads),"
         f" {time.strftime('%Y-%m-%d')}; denormals {denormals};"
-        f" matmul peak, {peaks_before['size']}^2 matrices: {matmul}"
+        f" matmul peak, {peaks_after['size']}^2 matrices: {matmul}"
         + (f"; config overrides {json.dumps(sets)}" if sets else "")
+        + (f"; data {args.data}" if args.data else "")
     )
     label = {family: student_label(family, args.seq2seq_shape) for family in families}
     seq2seq_runs = [rs[0] for (family, _), rs in runs.items() if family == "seq2seq"]
     if seq2seq_runs:
         print(seq2seq_description(args.seq2seq_shape, seq2seq_runs[0]))
-    cuda = first["peak_cuda_mib"] is not None
-    print(
-        "| student | params (M) | precision | step | target tokens/s | spread (min-max) | real tokens/s | s/step "
-        "| MFU (%) | speed-up | peak RSS (MiB) |" + (" peak CUDA (MiB) |" if cuda else "")
-    )
-    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if cuda else ""))
-    medians = {key: statistics.median(r["tokens_per_second"] for r in rs) for key, rs in runs.items()}
-    for (family, name), rs in runs.items():
-        r = rs[0]
-        peak = peaks["bf16" if r["precision"].startswith("bf16") else "fp32"] * 1e9
-        mfu = 100 * statistics.median(x["flops_per_second"] for x in rs) / peak
-        base = medians.get((family, "paper"))
-        print(
-            f"| {label[family]} | {r['parameters'] / 1e6:.1f} | {r['precision']} | {NAMES[(family, name)]} "
-            f"| {medians[(family, name)]:.0f} | {spread([x['tokens_per_second'] for x in rs])} "
-            f"| {statistics.median(x['real_tokens_per_second'] for x in rs):.0f} "
-            f"| {statistics.median(x['seconds_per_step'] for x in rs):.2f} | {mfu:.1f} "
-            f"| {f'{medians[(family, name)] / base:.2f}x' if base else 'n/a'} "
-            f"| {max(x['peak_rss_mib'] for x in rs):.0f} |"
-            + (f" {max(x['peak_cuda_mib'] for x in rs):.0f} |" if cuda else "")
-        )
+    print("\n".join(table_lines(runs, peaks, label, baseline)))
     for family in families:
-        best = [k for k in runs if k[0] == family and not k[1].startswith("paper")]
-        if (family, "paper") not in runs or not best:
+        compared = [k for k in runs if k[0] == family and k[1] != baseline and not k[1].startswith("paper")]
+        if (family, baseline) not in runs or not compared:
             continue
-        name = best[-1][1]  # the last row: every lever of the family on
-        ratios = [o["tokens_per_second"] / p["tokens_per_second"] for o, p in zip(runs[best[-1]], runs[(family, "paper")])]
-        speedup = medians[best[-1]] / medians[(family, "paper")]
-        verdict = "met" if speedup >= GOALS[family] else "NOT met"
-        print(
-            f"\n{label[family]}: {name} against the paper's loop {speedup:.2f}x (run by run {', '.join(f'{x:.2f}x' for x in ratios)}); "
-            f"goal >= {GOALS[family]}x: {verdict}."
-        )
-    if "seq2seq" in families:
+        # the last row: every lever of the family on
+        print("\n" + speedup_line(runs, family, baseline, compared[-1][1], label[family],
+                                  None if args.levers else GOALS[family]))
+    if "seq2seq" in families and not args.levers:
         bound = seq2seq_epoch_work(data, inits["seq2seq"], args.batch_size)
         paper_random, paper_ours, ours, useful = bound.values()
         print(
@@ -738,7 +837,8 @@ def main() -> None:
     print(
         "\ntarget tokens/s: tokens the loss learns per second; real tokens/s: all tokens of the rows (causal: "
         "prompt + target; seq2seq: encoder + decoder), padding excluded; MFU: useful model FLOPs per second "
-        "(6 x non-embedding params x real tokens + 6 x V x d x target positions) over the matmul peak."
+        "(6 x non-embedding params x real tokens + 6 x V x d x target positions) over the matmul peak of the "
+        "row's precision."
     )
     shutil.rmtree(work, ignore_errors=True)  # the data, start checkpoints and trainer outputs of this run
 

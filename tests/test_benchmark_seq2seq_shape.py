@@ -1,25 +1,18 @@
 """benchmarks/trainer_throughput.py: the t5-small-shaped seq2seq student and its FLOP accounting."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
 from utils.models import count_parameters, load_model, load_tokenizer
 
 pytestmark = pytest.mark.slow  # builds and saves a real 77M-parameter T5 (about 10 s on a 2-core CPU)
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "trainer_throughput.py"
 CORPUS = ["[label] [rationale]", "Tom has 3 apples and buys 4 more . 3 + 4 = 7", "How many apples ?"]
 FLAN_T5_SMALL_PARAMETERS = 76_961_152  # google/flan-t5-small's count (shared embedding + separate head)
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    """The benchmark script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("trainer_throughput", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("trainer_throughput")
 
 
 @pytest.fixture(scope="module")
