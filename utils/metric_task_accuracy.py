@@ -56,5 +56,6 @@ class TaskAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions: list, references: list) -> dict:
-        correct = [task_correct(self.config_name, p, g) for p, g in zip(predictions, references, strict=True)]
+        task = get_task(self.config_name)  # once, not per item
+        correct = [task_correct(task, p, g) for p, g in zip(predictions, references, strict=True)]
         return {"accuracy": sum(correct) / len(correct) if correct else 0.0, "correct": correct}
