@@ -1,0 +1,127 @@
+"""utils.findings: the course's findings in words, read from the reports (so the README, docs/studies.md
+and the notebooks' "Reading it" cells follow the numbers), and the generated blocks of the pages."""
+
+import copy
+import json
+
+import pytest
+
+from utils import findings
+from utils.report import load_report
+
+SIZES = load_report(findings.ESNLI_DIR)["esnli_sizes"]
+
+
+def write_report(folder, name, section):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps({"schema_version": 1, name: section}))
+    return folder
+
+
+def test_the_three_findings_name_their_data_their_runs_and_an_interval():
+    demo, svamp, esnli = findings.findings()
+    assert demo.startswith("**`tiny` demo**") and "seeds" in demo and "95 % CI" in demo and "ships" in demo
+    assert svamp.startswith("**SVAMP**") and "one training run per fold" in svamp and "95 % CI" in svamp
+    assert esnli.startswith("**e-SNLI**") and "seeds" in esnli and "95 % CI" in esnli
+    assert findings.findings_markdown().splitlines() == [f"- {line}" for line in (demo, svamp, esnli)]
+
+
+def test_the_demo_finding_reads_the_largest_fraction_and_the_shipped_student():
+    report = load_report(findings.DEMO_DIR)
+    c = findings.demo_comparison(report)
+    assert c["variant"] == "dss" and c["fraction"] == max(x["fraction"] for x in report["evaluation"]["sweep"]["comparisons"])
+    line = findings.demo_finding()
+    assert f"{100 * c['difference']:+.1f} points" in line
+    assert f"({100 * c['ci95'][0]:+.1f} to {100 * c['ci95'][1]:+.1f}" in line.replace("95 % CI ", "")
+    assert f"`{report['evaluation']['recommendation']['mode']}` ships" in line
+    assert f"{100 * report['teacher']['train']['accuracy_vote']:.1f} %" in line
+
+
+def test_the_svamp_finding_follows_its_report(tmp_path):
+    section = copy.deepcopy(load_report(findings.SVAMP_CV_DIR)["svamp_cv"])
+    dss = next(c for c in section["comparisons"] if c["variant"] == "dss")
+    assert "not significantly different" in findings.svamp_finding()
+    dss.update(difference=0.05, ci95=[0.01, 0.09], p_holm=0.01)
+    line = findings.svamp_finding(write_report(tmp_path / "cv", "svamp_cv", section))
+    assert "+5.0 points (95 % CI +1.0 to +9.0" in line and "significantly above" in line
+    assert findings.svamp_finding(tmp_path / "nowhere").endswith("has not finished a fold yet.")
+
+
+def test_esnli_falls_back_to_the_epoch_capped_study_and_says_so(tmp_path):
+    line = findings.esnli_finding(steps_dir=tmp_path / "no-steps-yet")
+    assert "epoch-capped" in line and f"{len(SIZES['design']['seeds'])} seeds" in line
+    assert "hierarchical bootstrap over 3 seeds" in line
+    row = max((r for r in SIZES["data_efficiency"]["rows"] if r["variant"] == "dss"), key=lambda r: r["size"])
+    assert f"`dss` on {row['size']:,} items" in line and f"{100 * row['difference']:+.1f} points" in line
+    assert row["verdict"] in line
+
+
+def test_esnli_prefers_the_matched_steps_study_when_its_report_has_answers(tmp_path):
+    def row(question, variant, size, baseline, baseline_size, difference, ci95, verdict, **extra):
+        return {"question": question, "variant": variant, "size": size, "baseline": baseline,
+                "baseline_size": baseline_size, "seeds": [0, 1, 2, 3, 4], "k": 5, "difference": difference,
+                "ci95": ci95, "item_only": {"ci95": [0, 0]}, "verdict": verdict, **extra}
+
+    rows = [row("a", "dss", 250, "standard", 250, 0.031, [-0.012, 0.074], "not significantly different"),
+            row("a", "dss-all4", 250, "standard", 250, 0.05, [0.01, 0.09], "significantly above"),
+            row("b", "dss-all4", 250, "dss", 250, 0.02, [-0.01, 0.05], "not significantly different"),
+            row("c", "dss", 250, "standard", 1000, -0.09, [-0.12, -0.06], "significantly below"),
+            row("c", "dss", 500, "standard", 1000, -0.04, [-0.07, -0.01], "significantly below",
+                equivalence={"margin": 0.02, "ci90": [-0.065, -0.015], "verdict": "below"})]
+    section = {"questions": {"rows": rows}, "grid": {"finished": 30, "expected": 30}}
+    steps = write_report(tmp_path / "steps", "esnli_steps", section)
+    line = findings.esnli_finding(steps_dir=steps)
+    assert "matched optimizer steps, 5 seeds" in line and "epoch-capped" not in line
+    assert "(a) `dss` on 250 - `standard` on 250 = +3.1 (95 % CI -1.2 to +7.4): not significantly different" in line
+    assert "(b) `dss-all4` on 250 - `dss` on 250 = +2.0" in line and "dss-all4` on 250 - `standard`" not in line
+    assert "(c) `dss` on 500 - `standard` on 1,000 = -4.0 (95 % CI -7.0 to -1.0): significantly below, " \
+           "not shown to be within the ±2-point margin (90% CI -6.5 to -1.5)." in line
+    assert "`dss` on 250 - `standard` on 1,000" not in line  # (c) at the largest size only
+    section["grid"]["finished"] = 12
+    assert "partial grid, 12 of 30 cells" in findings.esnli_finding(steps_dir=write_report(tmp_path / "p", "esnli_steps", section))
+    empty = write_report(tmp_path / "started", "esnli_steps", {"questions": {"rows": []}})  # no answers yet
+    assert "epoch-capped" in findings.esnli_finding(steps_dir=empty)
+
+
+@pytest.mark.parametrize("difference, p, expected", [(0.05, 0.01, "significantly above"),
+                                                      (-0.05, 0.01, "significantly below"),
+                                                      (0.05, 0.2, "not significantly different")])
+def test_the_verdict_is_the_reports_rule(difference, p, expected):
+    assert findings.verdict(difference, p) == expected
+
+
+def test_the_reading_cells_word_the_run_they_are_given():
+    report = load_report(findings.DEMO_DIR)
+    train, test = report["teacher"]["train"], report["teacher"]["test"]
+    assert f"{100 * train['correct_rationale_yield']:.1f} %" in findings.teacher_reading(train, test)
+    students = findings.students_reading(report["evaluation"]["students"], report["evaluation"]["teacher"])
+    assert students.splitlines()[0].startswith("standard: 84.0 %")  # the most accurate first
+    sweep = findings.sweep_reading(report["evaluation"]["sweep"])
+    assert "dss - standard at 100 % of the data, 3 seeds: -22.7 points" in sweep
+    assert "largest spread between seeds: dss at 100 %" in sweep
+    shipping = findings.shipping_reading(report["evaluation"]["recommendation"], train)
+    assert shipping.startswith(report["evaluation"]["recommendation"]["reason"])
+    assert f"right on {100 * train['accuracy_vote']:.1f} %" in shipping and "cost the student 19.0 points" in shipping
+
+
+def test_shipping_reading_adds_nothing_when_dss_ships():
+    recommendation = {"mode": "dss", "reason": "dss ships.", "comparison": {"variant": "dss", "difference": -0.01}}
+    assert findings.shipping_reading(recommendation, {"accuracy_vote": 0.2}) == "dss ships."
+
+
+def test_render_blocks_rewrites_known_blocks_and_leaves_the_rest():
+    page = "a\n<!-- findings:begin -->\nstale\n<!-- findings:end -->\nb\n<!-- other:begin -->\nmine\n<!-- other:end -->\n"
+    rendered = findings.render_blocks(page)
+    assert findings.blocks_in(rendered) == {"findings": findings.findings_markdown(), "other": "mine"}
+    assert rendered.startswith("a\n") and rendered.endswith("b\n<!-- other:begin -->\nmine\n<!-- other:end -->\n")
+    assert findings.render_blocks(rendered) == rendered  # idempotent
+
+
+def test_findings_module_is_torch_free():
+    import subprocess
+    import sys
+
+    code = "import sys, utils.findings; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=findings.REPO_ROOT).stdout.strip()
+    assert out == "False"
