@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: setup demo test lint clean-runs
+.PHONY: setup demo executed test lint clean-runs
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +17,10 @@ setup: $(STAMP)
 # Runs the five notebooks headless on the tiny profile (CPU, offline) into runs/<timestamp>/.
 demo: setup
 	$(PY) -m utils demo --profile $${DSS_PROFILE:-tiny}
+
+# The demo again, then its five executed notebooks (outputs, figures, timings) into docs/executed/.
+executed: setup
+	$(PY) -m utils demo --profile tiny --publish-executed docs/executed
 
 # The whole offline test suite (slow tests included; network/gpu tests skip themselves).
 test: setup

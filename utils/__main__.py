@@ -13,14 +13,54 @@ from utils.config import REPO_ROOT
 NOTEBOOKS = ("01_teacher_cot", "02_rationale_dataset", "03_multitask_student", "04_eval_vs_teacher", "05_deploy")
 # What `demo` passes to the notebooks that declare them, unless --param says otherwise. The notebooks'
 # own defaults are the full grid: notebook 04 sweeps 25, 50 and 100 % of the data with 3 seeds and
-# times 8 examples, notebook 05 times 16. The demo sweeps 25 and 100 % with one seed and times 4,
-# so it stays within 12 minutes on a 2-core CPU with AVX2 only and no bf16 (the README's timing
-# table). With 50 % instead of 25 % it took 11 min 38 s there: too close to the budget.
+# times 8 examples, notebook 05 times 16. The demo sweeps 50 and 100 % with one seed (at 25 % every
+# student of the tiny profile is near 0: nothing to read) and times 4, to stay within its budget on a
+# 2-core CPU: 8 minutes with avx512_bf16, 12 without (the README states the measured times).
 # `demo --full-grid` runs the defaults; its committed run is data/results/demo_reference.
-DEMO_PARAMETERS = {"SWEEP_FRACTIONS": [0.25, 1.0], "SWEEP_SEEDS": 1, "COST_EXAMPLES": 4}
+DEMO_PARAMETERS = {"SWEEP_FRACTIONS": [0.5, 1.0], "SWEEP_SEEDS": 1, "COST_EXAMPLES": 4}
 # What a published demo run leaves out: weights, exports, the dataset and the executed notebooks
 # (report.json holds their results; data/results/demo_reference is such a folder).
 DEMO_PUBLISH_SKIPS = ("student", "export", "dataset", "autotrain", "notebooks")
+
+
+def clean_executed(nb) -> str:
+    """An executed notebook made fit to publish, as text: widget state and per-cell execution records
+    dropped, widget outputs reduced to their text, and this machine's paths written relative (the
+    repository root dropped, the home folder as ~), so that a copy changes only when its outputs do."""
+    nb.metadata.pop("widgets", None)
+    for key in ("input_path", "output_path"):
+        nb.metadata.get("papermill", {}).pop(key, None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if "data" not in o or o["data"]]
+    return nbformat_text(nb).replace(f"{REPO_ROOT}/", "").replace(str(REPO_ROOT), ".").replace(str(Path.home()), "~")
+
+
+def nbformat_text(nb) -> str:
+    """A notebook as the repository stores it (nbformat's JSON and a final newline)."""
+    import nbformat
+
+    return nbformat.writes(nb) + "\n"
+
+
+def publish_executed(run_dir: Path, dest: str | Path, timings: dict, params: dict) -> Path:
+    """Copy the run's executed notebooks to ``dest`` (cleaned by ``clean_executed``), with
+    ``timings.json``: the seconds per notebook, the machine and the parameters they ran with."""
+    import nbformat
+
+    from utils.config import atomic_write_json, machine_info
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in NOTEBOOKS:
+        nb = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
+        (dest / f"{name}.ipynb").write_text(clean_executed(nb))
+    atomic_write_json(dest / "timings.json", {"seconds": timings, "machine": machine_info(), "parameters": params})
+    return dest
 
 
 def run_notebook(name: str, run_dir: Path, parameters: dict) -> float:
@@ -109,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--publish", default=None, metavar="DEST",
                       help="then copy the run without weights, exports, dataset and notebooks to DEST "
                            "(e.g. data/results/demo_reference)")
+    demo.add_argument("--publish-executed", default=None, metavar="DEST",
+                      help="then copy the five executed notebooks (outputs and figures) and their timings to DEST "
+                           "(docs/executed: what the README and the notebooks link to)")
     one = sub.add_parser("run", help="run notebooks headless, in order, into a run folder (default: runs/latest)")
     one.add_argument("notebook", nargs="+", help="01 .. 05 (or full names); several run in the order given")
     one.add_argument("--run-dir", default=None, help="run folder of the earlier notebooks (default: runs/latest)")
@@ -179,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
 
             publish_study(run_dir, args.publish, skip_dirs=DEMO_PUBLISH_SKIPS)
             print(f"published {run_dir} to {args.publish}")
+        if args.publish_executed:
+            print(f"published the executed notebooks to {publish_executed(run_dir, args.publish_executed, timings, params)}")
     elif args.command == "run":
         run_dir = resolve_run_dir(args.run_dir)
         params = {"PROFILE": args.profile, **parse_params(args.param)}
