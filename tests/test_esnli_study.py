@@ -477,23 +477,7 @@ def test_the_committed_esnli_study_verifies_and_the_readme_prints_its_report():
     published = sorted(p.parent.relative_to(COMMITTED / ESNLI_SECTION).as_posix()
                        for p in (COMMITTED / ESNLI_SECTION / "cells").glob("*/*/cell.json"))
     assert published == sorted(c["dir"] for c in section["cells"])  # the report covers every published cell
-    (block,) = re.findall(r"<!-- esnli:begin -->(.*?)<!-- esnli:end -->", (REPO_ROOT / "README.md").read_text(), re.S)
+    (block,) = re.findall(r"<!-- esnli:begin -->(.*?)<!-- esnli:end -->", (REPO_ROOT / "docs" / "studies.md").read_text(),
+                          re.S)
     assert markdown_sizes(ESNLI_SECTION, section).strip() in block
     assert " ".join(describe_sizes(section).split()) in " ".join(block.split())
-
-
-@pytest.mark.skipif(not (COMMITTED / "report.json").exists(), reason="no committed e-SNLI study yet")
-def test_notebook_04_states_the_committed_esnli_finding_as_the_report_has_it():
-    from utils.report import load_report
-
-    section = load_report(COMMITTED)[ESNLI_SECTION]
-    notebook = json.loads((REPO_ROOT / "notebooks" / "04_eval_vs_teacher.ipynb").read_text())
-    (finding,) = [" ".join("".join(c["source"]).split()) for c in notebook["cells"] if c.get("id") == "esnli-finding"]
-    grid = section["grid"]
-    assert f"{grid['finished']} of {grid['expected']} cells" in finding
-    assert ("provisional" in finding) == (grid["finished"] < grid["expected"])
-    for row in (r for r in section["data_efficiency"]["rows"] if r["variant"] == "dss"):
-        low, high = (f"{100 * v:+.1f}" for v in row["ci95"])
-        assert f"`dss` on {row['size']:,} items against `standard` on 1,000: {100 * row['difference']:+.1f} points " \
-               f"(95 % CI {low} to {high}" in finding
-        assert f"detectable ±{100 * row['mde_80']:.1f}): {row['verdict']}" in finding

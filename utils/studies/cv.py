@@ -11,7 +11,7 @@ from utils.sweep import Variant
 
 CV_FOLDS = 5
 CV_SEED = 0  # the folds and each fold's validation split are drawn with this seed
-# The student every variant shares (chosen from benchmarks/student_candidates.py's table; see the README):
+# The student every variant shares (chosen from benchmarks/student_candidates.py's table; see docs/studies.md):
 # the whole SmolLM2-135M-Instruct, trained until validation accuracy stops improving (at most
 # `epochs`), the best validation checkpoint scored. Rationale targets are cut in the middle.
 CV_SETTINGS = {
