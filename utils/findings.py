@@ -281,6 +281,16 @@ def _esnli_block() -> str:
            f"{describe_sizes(section)}"
 
 
+def _esnli_steps_block() -> str:
+    from utils.report import describe_steps, markdown_steps
+
+    section = load_section(ESNLI_STEPS_DIR, "esnli_steps")
+    if not section:
+        return describe_steps(None)
+    return f"{markdown_steps('esnli_steps', section)}\n\nIn words (`utils.report.describe_steps`): " \
+           f"{describe_steps(section)}"
+
+
 def _svamp_study_block() -> str:
     return markdown_sweep("svamp_study", load_section(SVAMP_STUDY_DIR, "svamp_study"))
 
@@ -294,7 +304,7 @@ def _demo_block() -> str:
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
-    "findings": findings_markdown, "svamp_cv": _svamp_cv_block, "esnli": _esnli_block,
+    "findings": findings_markdown, "svamp_cv": _svamp_cv_block, "esnli": _esnli_block, "esnli_steps": _esnli_steps_block,
     "svamp_study": _svamp_study_block, "svamp_candidates": _svamp_candidates_block, "demo_grid": _demo_block,
 }
 _BLOCK = re.compile(r"<!-- (\w+):begin -->\n?(.*?)\n?<!-- \1:end -->", re.S)
