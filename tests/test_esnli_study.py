@@ -76,9 +76,10 @@ def _fake_teacher(paper_root, task, out_dir, ids=None):
 
 
 def _build(run_dir: Path, monkeypatch, plan=None) -> dict:
+    from utils.studies import common
     from utils.studies import sizes as recipes
 
-    monkeypatch.setattr(recipes, "paper_teacher", _fake_teacher)
+    monkeypatch.setattr(common, "paper_teacher", _fake_teacher)
     (run_dir / "config.json").write_text(json.dumps({"profile": "tiny", "task": "esnli"}))
     for variant, size, seed in plan if plan is not None else esnli_plan():
         write_esnli_cell(run_dir / ESNLI_SECTION, variant, size, seed, _outcome(variant, size, seed))

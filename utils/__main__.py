@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             if not stages:
                 steps.steps_study(args.paper_data, run_dir, args.profile, seeds=seeds)
             steps.steps_report(args.paper_data, run_dir, seeds)
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:  # no finished cell, another split, steps not matched
             raise SystemExit(str(exc)) from None
         if args.publish:
             print(f"published {common.publish_study(run_dir, args.publish)} cells to {args.publish}")

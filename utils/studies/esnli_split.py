@@ -94,3 +94,26 @@ def write_premise_hashes(sweep_dir: str | Path, data, cells: list[dict]) -> Path
         "hash": "first 12 hex digits of the SHA-256 of the premise (UTF-8)",
         "premises": {i: premise_hash(premises[i]) for i in sorted(used)}})
 
+
+
+def finished_cells_on_split(paper_root: str | Path, sweep_dir: str | Path, datasets: dict | None,
+                            command: str) -> tuple[list[dict], object, dict]:
+    """The finished cells of an e-SNLI sweep folder, checked to be tested on the study's own test
+    items, with the premise hashes written beside them and the PaLM teacher scored on those items.
+    Returns the cells, the ``palm`` source's ``DatasetDict`` and the teacher; raises
+    ``FileNotFoundError`` (naming ``command``) when no cell has finished."""
+    from utils.studies.common import paper_teacher
+    from utils.sweep import load_cells
+
+    sweep_dir = Path(sweep_dir)
+    cells = load_cells(sweep_dir) if sweep_dir.is_dir() else []
+    if not cells:
+        raise FileNotFoundError(f"No finished e-SNLI cell in {sweep_dir}: run the study first ({command}).")
+    data = (datasets or esnli_datasets(paper_root))["palm"]
+    test_ids = set(data["test"]["id"])
+    for cell in cells:
+        if set(cell["ids"]["test"]) != test_ids:
+            raise ValueError(f"{cell['dir']} was tested on other items than the study's split "
+                             f"(split seed {ESNLI_SPLIT_SEED}): a run folder of another split?")
+    write_premise_hashes(sweep_dir, data, cells)
+    return cells, data, paper_teacher(paper_root, "esnli", sweep_dir, ids=data["test"]["id"])

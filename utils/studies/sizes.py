@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from utils.studies.common import paper_teacher, study_config
-from utils.studies.esnli_split import ESNLI_SPLIT_SEED, esnli_datasets, write_premise_hashes
+from utils.studies.common import study_config
+from utils.studies.esnli_split import ESNLI_SPLIT_SEED, esnli_datasets, finished_cells_on_split
 from utils.sweep import Variant
 
 # --- e-SNLI data efficiency on a premise-disjoint split (issue "Prove it or refute it") ------------
@@ -158,22 +158,13 @@ def esnli_report(paper_root: str | Path, run_dir: str | Path, seeds=ESNLI_SEEDS,
     (``write_premise_hashes``) and the figure ``figures/esnli_sizes.png``. Returns the section."""
     from utils.evaluation import plot_size_curves
     from utils.report import PREMISE_FILE, SIZES_COMMAND, data_efficiency, size_curves, size_results, write_report
-    from utils.sweep import load_cells, sweep_report
+    from utils.sweep import sweep_report
 
     seeds, sizes = _check_grid(seeds, sizes)
     run_dir = Path(run_dir)
     sweep_dir = run_dir / ESNLI_SECTION
-    cells = load_cells(sweep_dir) if sweep_dir.is_dir() else []
-    if not cells:
-        raise FileNotFoundError(f"No finished e-SNLI cell in {sweep_dir}: run the study first ({SIZES_COMMAND}).")
-    data = (datasets or esnli_datasets(paper_root))["palm"]
+    cells, data, teacher = finished_cells_on_split(paper_root, sweep_dir, datasets, SIZES_COMMAND)
     pool, test_ids = len(data["train"]), set(data["test"]["id"])
-    for cell in cells:
-        if set(cell["ids"]["test"]) != test_ids:
-            raise ValueError(f"{cell['dir']} was tested on other items than the study's split "
-                             f"(split seed {ESNLI_SPLIT_SEED}): a run folder of another split?")
-    write_premise_hashes(sweep_dir, data, cells)
-    teacher = paper_teacher(paper_root, "esnli", sweep_dir, ids=data["test"]["id"])
     results = size_results(cells, sweep_dir, "esnli", pool)
     section = {**sweep_report(cells), "pool": pool, "validation_items": len(data["validation"]),
                "test_items": len(test_ids), "premises": PREMISE_FILE, "teacher": teacher,

@@ -128,26 +128,16 @@ def steps_report(paper_root: str | Path, run_dir: str | Path, seeds=STEPS_SEEDS,
     from utils.report import write_report
     from utils.report.sizes import PREMISE_FILE, size_curves, size_results
     from utils.report.steps import STEPS_COMMAND, plateau_summary, steps_questions, unmatched_steps
-    from utils.studies.common import paper_teacher
-    from utils.studies.esnli_split import ESNLI_SPLIT_SEED, write_premise_hashes
-    from utils.sweep import load_cells, sweep_report
+    from utils.studies.esnli_split import ESNLI_SPLIT_SEED, finished_cells_on_split
+    from utils.sweep import sweep_report
 
     run_dir = Path(run_dir)
     sweep_dir = run_dir / STEPS_SECTION
-    cells = load_cells(sweep_dir) if sweep_dir.is_dir() else []
-    if not cells:
-        raise ValueError(f"No finished cell in {sweep_dir}: run the study first ({STEPS_COMMAND}).")
-    data = (datasets or esnli_datasets(paper_root))["palm"]
+    cells, data, teacher = finished_cells_on_split(paper_root, sweep_dir, datasets, STEPS_COMMAND)
     pool, test_ids = len(data["train"]), set(data["test"]["id"])
-    for cell in cells:
-        if set(cell["ids"]["test"]) != test_ids:
-            raise ValueError(f"{cell['dir']} was tested on other items than the study's split "
-                             f"(split seed {ESNLI_SPLIT_SEED}): a run folder of another split?")
     unmatched = unmatched_steps(cells, pool)
     if unmatched:
         raise ValueError("Compute is not matched: " + "; ".join(unmatched))
-    write_premise_hashes(sweep_dir, data, cells)
-    teacher = paper_teacher(paper_root, "esnli", sweep_dir, ids=data["test"]["id"])
     results = size_results(cells, sweep_dir, "esnli", pool)
     batch = steps_config().batch_size
     section = {**sweep_report(cells), "comparisons": [],  # the questions replace the item-only comparisons
