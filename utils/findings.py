@@ -162,7 +162,7 @@ def esnli_steps_finding(section: dict) -> str:
                if grid and grid["finished"] < grid["expected"] else "")
     parts = [f"({key}) " + "; ".join(_steps_part(r) for r in group) for key, group in (("a", a), ("b", b), ("c", c))
              if group]
-    return (f"**e-SNLI** (PaLM rationales, premise-disjoint split; matched optimizer steps, {partial}{seeds} seeds, "
+    return (f"**e-SNLI** (PaLM rationales, premise-disjoint split; matched optimizer steps, {partial}{seeds} seed{'s' * (seeds != 1)}, "
             f"a 135M student; hierarchical bootstrap over seeds, then test items): " + "; ".join(parts) + ".")
 
 

@@ -379,7 +379,10 @@ def compare_runs(a_runs: dict, b_runs: dict, n_boot: int = 2000, seed: int = 0, 
 
 def verdict_words(row: dict, alpha: float = 0.05) -> str:
     """A comparison's verdict in the words the course may use, from its Holm-adjusted hierarchical p:
-    ``significantly above`` / ``significantly below`` / ``not significantly different``."""
+    ``significantly above`` / ``significantly below`` / ``not significantly different``; a comparison
+    of one training run per side is not a test of a recipe and says so."""
+    if row.get("k", 2) < 2:
+        return "one seed: not tested over seeds"
     p = row.get("p_holm", row["p_value"])
     if p >= alpha:
         return "not significantly different"
