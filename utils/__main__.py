@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     study.add_argument("--fold", type=int, action="append", default=None,
                        help="with --design cv: run only these folds (repeatable; default: all)")
     study.add_argument("--seed", type=int, action="append", default=None, metavar="N",
-                       help="with --design sizes: train these seeds, each one's whole grid before the next "
-                            "(repeatable, in the order given; default: 0 1 2)")
+                       help="with --design sizes or steps: train these seeds, each one's whole grid before the next "
+                            "(repeatable, in the order given; default: sizes 0 1 2, steps 0 1 2 3 4)")
     serve = sub.add_parser("serve", help="serve an exported student over HTTP (POST /predict, GET /docs)")
     serve.add_argument("export_dir", help="a folder written by utils.export.export_student")
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only; 0.0.0.0: the network")
