@@ -142,3 +142,17 @@ def test_the_readme_states_the_published_runs_time():
     total = round(timings["seconds"]["total"])
     assert f"{total // 60} min {total % 60} s" in README.read_text()
     assert timings["parameters"]["SWEEP_FRACTIONS"] and timings["machine"]["cores"]
+
+
+def test_the_levers_figures_on_the_performance_page_are_the_benchmark_s_printed_table():
+    """Every number of the levers paragraph stands in the committed output of the run that printed it."""
+    import re
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    page = (docs / "performance.md").read_text()
+    paragraph = page[page.index("**All the levers at once"):page.index("**The levers, each measured")]
+    printed = (docs / "benchmarks" / "levers_2026-12-06.md").read_text()
+    figures = re.findall(r"\d+\.\d+x|\d+\.\d\d s", paragraph)
+    assert figures, "the paragraph quotes the benchmark's figures"
+    for figure in figures:
+        assert figure.replace(" s", "") in printed, figure
