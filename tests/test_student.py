@@ -13,6 +13,7 @@ from utils.prompting import LABEL_PREFIX, RATIONALE_PREFIX, build_rows
 from utils.student import (
     IGNORE,
     MultiTaskCollator,
+    _eval_rows,
     multitask_loss,
     token_losses,
     tokenize_rows,
@@ -477,6 +478,16 @@ def test_select_by_accuracy_scores_validation_and_stops_early(tiny_student, tmp_
     assert state["best_metric"] == pytest.approx(max(accuracies))
     with pytest.raises(ValueError, match="select_by"):
         load_config("tiny", select_by="speed")
+
+
+def test_dss_validation_scores_the_rationale_rows_only_when_its_loss_is_read():
+    split = _split(3)
+    by_loss = _eval_rows(split, "dss", "gold")
+    assert sorted(r["task"] for r in by_loss) == [0, 0, 0, 1, 1, 1]
+    # chosen by decoded accuracy, the validation loss is never read: the label rows alone
+    assert _eval_rows(split, "dss", "gold", select_by="accuracy") == build_rows(split, "standard")
+    assert _eval_rows(split, "dss", "teacher", select_by="accuracy") == build_rows(split, "distill")
+    assert _eval_rows(split, "ltr", "gold", select_by="accuracy") == build_rows(split, "ltr")
 
 
 @pytest.mark.slow
