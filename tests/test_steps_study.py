@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_esnli_study import _fake_datasets, _fake_teacher, write_esnli_cell
 
-from utils.report.steps import plateaued, steps_questions
+from utils.report.steps import compute_text, plateau_summary, plateaued, steps_questions, still_learning
 from utils.student import rows_seen
 from utils.studies.steps import STEPS_BUDGET, STEPS_SECTION, steps_config, steps_plan
 
@@ -98,6 +98,21 @@ def test_the_plateau_rule():
     late = [[40, 0.5], [80, 0.6], [120, 0.65], [160, 0.66], [200, 0.67], [240, 0.68], [280, 0.684], [320, 0.685]]
     out = plateaued(late, 320)  # best at the last step, but the last quarter adds 0.5 point: a plateau
     assert out["best_step"] == 320 and out["plateaued"] and out["last_quarter_gain"] == pytest.approx(0.005)
+
+
+def test_the_report_names_the_cells_still_learning_and_where_each_cell_ran():
+    rising = [[40 * k, 0.3 + 0.05 * k] for k in range(1, 9)]
+    flat = [[40 * k, min(0.7, 0.3 + 0.1 * k)] for k in range(1, 9)]
+    amd = {"processor": "AMD EPYC", "cores": 2, "bf16": True, "gpu": None}
+    cells = [{"variant": v, "seed": seed, "n_train": 250, "fraction": 250 / 8620, "max_steps": 320, "optimizer_steps": 320,
+              "validation_curve": curve, "seconds": 1800, "machine": machine}
+             for v, seed, curve, machine in [("dss-all4", 0, rising, amd), ("dss-all4", 1, rising, amd),
+                                             ("dss", 0, flat, amd), ("standard", 0, flat, {"processor": "Intel"})]]
+    summary = plateau_summary(cells, pool=8620)
+    assert summary["plateaued"] == 2 and still_learning(summary) == "dss-all4 @ 250 (seed 0 +10.0, seed 1 +10.0)"
+    assert still_learning(plateau_summary(cells[2:], pool=8620)) == ""
+    assert compute_text(cells) == ("4 cells, 2.0 h of training and scoring, on AMD EPYC, 2 cores, bf16 on, GPU none "
+                                   "(3 cells); Intel, bf16 off, GPU none (1 cell)")
 
 
 def test_the_report_answers_the_three_questions_over_seeds_and_verifies(built):

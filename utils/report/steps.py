@@ -63,6 +63,34 @@ def plateau_summary(cells: list[dict], pool: int, tolerance: float = 0.01) -> di
             "share": done / len(rows) if rows else None}
 
 
+def still_learning(plateau: dict) -> str:
+    """The cells that missed the plateau rule, grouped by variant and size, with each seed's gain in
+    the last quarter of its steps (points), e.g. ``dss-all4 @ 250 (seed 0 +2.9)``; empty when none."""
+    groups: dict[tuple, list[str]] = {}
+    for r in plateau["cells"]:
+        if not r["plateaued"]:
+            gain = r["last_quarter_gain"]
+            groups.setdefault((r["variant"], r["size"]), []).append(
+                f"seed {r['seed']} {'' if gain is None else f'{100 * gain:+.1f}'}".strip())
+    return "; ".join(f"{v} @ {n:,} ({', '.join(seeds)})" for (v, n), seeds in sorted(groups.items()))
+
+
+def compute_text(cells: list[dict]) -> str:
+    """What the finished cells cost and where they ran: training hours (wall clock, evaluations
+    included) and the cells per machine, from each ``cell.json`` (the run folder's header names only
+    the machine that first wrote it)."""
+    by_machine: dict[str, int] = {}
+    for c in cells:
+        m = c.get("machine") or {}
+        cores = f"{m['cores']} cores, " if m.get("cores") else ""
+        where = (f"{m.get('processor') or m.get('platform') or 'unknown'}, {cores}"
+                 f"bf16 {'on' if m.get('bf16') else 'off'}, GPU {m.get('gpu') or 'none'}")
+        by_machine[where] = by_machine.get(where, 0) + 1
+    hours = sum(c.get("seconds") or 0 for c in cells) / 3600
+    machines = "; ".join(f"{where} ({n} cell{'s' if n > 1 else ''})" for where, n in by_machine.items())
+    return f"{len(cells)} cells, {hours:.1f} h of training and scoring, on {machines or 'no machine recorded'}"
+
+
 def unmatched_steps(cells: list[dict], pool: int) -> list[str]:
     """Cells of one size and seed that took different numbers of optimizer steps (none, when compute
     is matched), and cells that record no step count at all."""
@@ -187,7 +215,9 @@ def markdown_steps(name: str, section: dict) -> str:
         lines += ["", f"Teacher, {teacher.get('model', 'teacher')}, on the same {teacher['n']} test items: "
                       f"{_pct(teacher['accuracy'])} % [{_ci(teacher['ci95'])}]."]
     plateau = section["plateau"]
-    lines += ["", f"Plateau ({plateau['rule']}): {plateau['plateaued']} of {plateau['total']} cells."]
+    lines += ["", f"Plateau ({plateau['rule']}): {plateau['plateaued']} of {plateau['total']} cells."
+                  + (f" Still learning at the last step: {still_learning(plateau)}." if still_learning(plateau) else ""),
+              "", f"Compute: {compute_text(section['cells'])}."]
     q = section["questions"]
     if q["rows"]:
         lines += ["", f"Questions ({q['test']}; equivalence margin ±{100 * q['margin']:g} points):", "",
@@ -214,7 +244,9 @@ def describe_steps(section: dict | None, command: str = STEPS_COMMAND) -> str:
     lines = [f"{'Complete' if grid['finished'] >= grid['expected'] else 'Partial'} grid: {grid['finished']} of "
              f"{grid['expected']} cells; every number below uses the finished cells only. Regime: {REGIME}.",
              f"Plateau: {section['plateau']['plateaued']} of {section['plateau']['total']} cells reached it "
-             f"({section['plateau']['rule']})."]
+             f"({section['plateau']['rule']})"
+             + (f"; still learning at the last step: {still_learning(section['plateau'])}."
+                if still_learning(section["plateau"]) else ".")]
     for key in ("a", "b", "c"):
         rows = [r for r in q["rows"] if r["question"] == key]
         if not rows:
