@@ -172,6 +172,11 @@ def test_questions_with_one_seed_are_reported_without_a_seed_interval():
     results = {(v, n, 0): _outcome(v, n, 0) for v, n, _ in steps_plan((0,))}
     rows = steps_questions(results)["rows"]
     assert rows and all(r["k"] == 1 and r["t"]["ci95"] is None and r["mde_80"] is None for r in rows)
+    # seed 3's dss is 8 items under standard on 1,000: clearly below over its items, yet one training
+    # run cannot say "below" for the recipe, so the equivalence verdict stays inconclusive
+    worse = {(v, n, 3): _outcome(v, n, 3) for v, n, _ in steps_plan((3,))}
+    c = [r for r in steps_questions(worse)["rows"] if r["question"] == "c"]
+    assert c and all(r["item_only"]["ci95"][1] < 0 and r["equivalence"]["verdict"] == "inconclusive" for r in c)
 
 
 @pytest.mark.slow

@@ -338,7 +338,8 @@ def compare_runs(a_runs: dict, b_runs: dict, n_boot: int = 2000, seed: int = 0, 
     McNemar test (``runs``), the t interval over runs (``t``), the item-only interval that treats the
     trained models as fixed (``item_only``, shown to say how much too narrow it is), and the
     difference the design detects at 80 % power under the observed run-to-run spread (``mde_80``,
-    None with fewer than two runs). With ``margin``: the equivalence verdict (``equivalence``)."""
+    None with fewer than two runs). With ``margin``: the equivalence verdict (``equivalence``;
+    ``inconclusive`` with one run, as ``tost_over_runs`` says it)."""
     from utils.stats import (
         correct_by_id,
         equivalence,
@@ -372,7 +373,9 @@ def compare_runs(a_runs: dict, b_runs: dict, n_boot: int = 2000, seed: int = 0, 
     if margin is not None:
         eq = equivalence(a_runs, b_runs, margin, n_boot=n_boot, seed=seed)
         out["equivalence"] = {"margin": margin, "ci90": list(eq["bootstrap"]["ci90"]),
-                              "verdict": eq["bootstrap"]["verdict"], "p_tost": eq["runs"]["p_tost"],
+                              # one run: its bootstrap resamples items only, so it cannot speak for seeds
+                              "verdict": eq["bootstrap"]["verdict"] if len(runs) > 1 else "inconclusive",
+                              "p_tost": eq["runs"]["p_tost"],
                               "verdict_t": eq["runs"]["verdict"]}
     return out
 
