@@ -78,7 +78,9 @@ def test_esnli_prefers_the_matched_steps_study_when_its_report_has_answers(tmp_p
            "not shown to be within the ±2-point margin (90% CI -6.5 to -1.5)." in line
     assert "`dss` on 250 - `standard` on 1,000" not in line  # (c) at the largest size only
     section["grid"]["finished"] = 12
-    assert "partial grid, 12 of 30 cells" in findings.esnli_finding(steps_dir=write_report(tmp_path / "p", "esnli_steps", section))
+    rows[0].update(seeds=[0, 1], k=2)  # a partial grid: the line says its rows rest on different seed counts
+    line = findings.esnli_finding(steps_dir=write_report(tmp_path / "p", "esnli_steps", section))
+    assert "partial grid, 12 of 30 cells; 2-5 seeds a comparison," in line
     empty = write_report(tmp_path / "started", "esnli_steps", {"questions": {"rows": []}})  # no answers yet
     assert "epoch-capped" in findings.esnli_finding(steps_dir=empty)
 

@@ -156,13 +156,15 @@ def esnli_steps_finding(section: dict) -> str:
     a = [r for r in rows if r["question"] == "a" and r["variant"] == "dss"]
     b = [r for r in rows if r["question"] == "b"]
     c = sorted((r for r in rows if r["question"] == "c" and r["variant"] == "dss"), key=lambda r: r["size"])[-1:]
-    seeds = max((r.get("k") or _seeds(r) for r in rows), default=0)
+    ks = sorted({r.get("k") or _seeds(r) for r in [*a, *b, *c]}) or [0]
+    seeds = (f"{ks[0]}-{ks[-1]} seeds a comparison" if len(ks) > 1  # a partial grid: some rows on fewer seeds
+             else f"{ks[0]} seed{'s' * (ks[0] != 1)}")
     grid = section.get("grid") or {}
     partial = (f"partial grid, {grid['finished']} of {grid['expected']} cells; "
                if grid and grid["finished"] < grid["expected"] else "")
     parts = [f"({key}) " + "; ".join(_steps_part(r) for r in group) for key, group in (("a", a), ("b", b), ("c", c))
              if group]
-    return (f"**e-SNLI** (PaLM rationales, premise-disjoint split; matched optimizer steps, {partial}{seeds} seed{'s' * (seeds != 1)}, "
+    return (f"**e-SNLI** (PaLM rationales, premise-disjoint split; matched optimizer steps, {partial}{seeds}, "
             f"a 135M student; hierarchical bootstrap over seeds, then test items): " + "; ".join(parts) + ".")
 
 
