@@ -230,8 +230,17 @@ def markdown_steps(name: str, section: dict) -> str:
                            _signed_ci(r["t"]["ci95"]) if r["t"]["ci95"] else "",
                            _signed_ci(r["item_only"]["ci95"]),
                            f"±{_num(100 * r['mde_80'])}" if r["mde_80"] else "", r["verdict"],
-                           r.get("equivalence", {}).get("verdict", "")] for r in q["rows"]])]
+                           _equivalence_cell(r)] for r in q["rows"]])]
     return "\n".join(lines)
+
+
+def _equivalence_cell(row: dict) -> str:
+    """The equivalence column in words that cannot contradict the Holm verdict beside it: within the
+    margin or not shown to be (a bootstrap "below" is unadjusted, so it is not printed as a verdict)."""
+    eq = row.get("equivalence")
+    if not eq or row["k"] < 2:
+        return ""
+    return f"{'within' if eq['verdict'] == 'equivalent' else 'not shown within'} ±{100 * eq['margin']:g}"
 
 
 def describe_steps(section: dict | None, command: str = STEPS_COMMAND) -> str:
