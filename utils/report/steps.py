@@ -215,8 +215,9 @@ def markdown_steps(name: str, section: dict) -> str:
         lines += ["", f"Teacher, {teacher.get('model', 'teacher')}, on the same {teacher['n']} test items: "
                       f"{_pct(teacher['accuracy'])} % [{_ci(teacher['ci95'])}]."]
     plateau = section["plateau"]
+    learning = still_learning(plateau)
     lines += ["", f"Plateau ({plateau['rule']}): {plateau['plateaued']} of {plateau['total']} cells."
-                  + (f" Still learning at the last step: {still_learning(plateau)}." if still_learning(plateau) else ""),
+                  + (f" Still learning at the last step: {learning}." if learning else ""),
               "", f"Compute: {compute_text(section['cells'])}."]
     q = section["questions"]
     if q["rows"]:
@@ -250,12 +251,12 @@ def describe_steps(section: dict | None, command: str = STEPS_COMMAND) -> str:
     if not section:
         return f"The matched-steps e-SNLI study has not run yet (no esnli_steps section). Run it with:\n{command}"
     grid, q = section["grid"], section["questions"]
+    learning = still_learning(section["plateau"])
     lines = [f"{'Complete' if grid['finished'] >= grid['expected'] else 'Partial'} grid: {grid['finished']} of "
              f"{grid['expected']} cells; every number below uses the finished cells only. Regime: {REGIME}.",
              f"Plateau: {section['plateau']['plateaued']} of {section['plateau']['total']} cells reached it "
              f"({section['plateau']['rule']})"
-             + (f"; still learning at the last step: {still_learning(section['plateau'])}."
-                if still_learning(section["plateau"]) else ".")]
+             + (f"; still learning at the last step: {learning}." if learning else ".")]
     for key in ("a", "b", "c"):
         rows = [r for r in q["rows"] if r["question"] == key]
         if not rows:
