@@ -111,6 +111,8 @@ def test_the_report_names_the_cells_still_learning_and_where_each_cell_ran():
     summary = plateau_summary(cells, pool=8620)
     assert summary["plateaued"] == 2 and still_learning(summary) == "dss-all4 @ 250 (seed 0 +10.0, seed 1 +10.0)"
     assert still_learning(plateau_summary(cells[2:], pool=8620)) == ""
+    cells[1]["ids"] = {"validation": [f"v{i}" for i in range(204)]}  # a gain in items: 10 points of 204 is 20
+    assert still_learning(plateau_summary(cells, pool=8620)) == "dss-all4 @ 250 (seed 0 +10.0, seed 1 +10.0 = 20 of 204 items)"
     assert compute_text(cells) == ("4 cells, 2.0 h of training and scoring, on AMD EPYC, 2 cores, bf16 on, GPU none "
                                    "(3 cells); Intel, bf16 off, GPU none (1 cell)")
 

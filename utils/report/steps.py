@@ -56,6 +56,7 @@ def plateau_summary(cells: list[dict], pool: int, tolerance: float = 0.01) -> di
 
     rows = [{"variant": c["variant"], "size": cell_size(c, pool), "seed": c["seed"],
              "max_steps": c.get("max_steps"), "optimizer_steps": c.get("optimizer_steps"),
+             "n_validation": len((c.get("ids") or {}).get("validation") or []) or None,
              **plateaued(c.get("validation_curve") or [], c.get("max_steps") or 0, tolerance)} for c in cells]
     done = sum(1 for r in rows if r["plateaued"])
     return {"rule": f"best validation accuracy before the last quarter of the steps, or the last quarter adds less "
@@ -65,13 +66,16 @@ def plateau_summary(cells: list[dict], pool: int, tolerance: float = 0.01) -> di
 
 def still_learning(plateau: dict) -> str:
     """The cells that missed the plateau rule, grouped by variant and size, with each seed's gain in
-    the last quarter of its steps (points), e.g. ``dss-all4 @ 250 (seed 0 +2.9)``; empty when none."""
+    the last quarter of its steps in points and in validation items (the scale of its noise), e.g.
+    ``dss-all4 @ 250 (seed 0 +2.9 = 6 of 204 items)``; empty when none."""
     groups: dict[tuple, list[str]] = {}
     for r in plateau["cells"]:
         if not r["plateaued"]:
-            gain = r["last_quarter_gain"]
-            groups.setdefault((r["variant"], r["size"]), []).append(
-                f"seed {r['seed']} {'' if gain is None else f'{100 * gain:+.1f}'}".strip())
+            gain, n = r["last_quarter_gain"], r.get("n_validation")
+            text = f"seed {r['seed']}" + ("" if gain is None else f" {100 * gain:+.1f}")
+            if gain is not None and n:
+                text += f" = {round(gain * n)} of {n} items"
+            groups.setdefault((r["variant"], r["size"]), []).append(text)
     return "; ".join(f"{v} @ {n:,} ({', '.join(seeds)})" for (v, n), seeds in sorted(groups.items()))
 
 
