@@ -184,6 +184,31 @@ def test_questions_with_one_seed_are_reported_without_a_seed_interval():
     assert c and all(r["item_only"]["ci95"][1] < 0 and r["equivalence"]["verdict"] == "inconclusive" for r in c)
 
 
+def test_the_study_reports_after_every_cell_it_trains_then_hands_the_cell_on(tmp_path, monkeypatch):
+    """A study stopped at any point has reported (and, from the CLI, published) every cell it finished."""
+    from utils import sweep
+    from utils.studies import steps
+
+    events = []
+
+    def fake_run_sweep(config, fractions, seeds=None, *, variants=None, on_cell=None, **kwargs):
+        for v in variants:
+            events.append(("trained", v.name, config.max_steps, seeds[0]))
+            on_cell({"variant": v.name, "seed": seeds[0]})
+        return []
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(steps, "esnli_datasets", lambda root: _fake_datasets())
+    monkeypatch.setattr(steps, "steps_report", lambda *a, **k: events.append(("report",)))
+    steps.steps_study(None, tmp_path, seeds=(3,), after_cell=lambda c: events.append(("after", c["variant"])),
+                      log=lambda *a: None)
+    plan = steps_plan((3,))
+    assert [e[1] for e in events if e[0] == "trained"] == [v for v, _, _ in plan]
+    assert {e[2] for e in events if e[0] == "trained"} == {STEPS_BUDGET[250]}
+    assert events[:3] == [("trained", plan[0][0], STEPS_BUDGET[250], 3), ("report",), ("after", plan[0][0])]
+    assert len(events) == 3 * len(plan)
+
+
 @pytest.mark.slow
 def test_a_real_cell_records_its_steps_rows_and_validation_curve(tmp_path):
     """Two real cells on a two-layer cut of the bundled model, counted in steps: each takes exactly
@@ -196,8 +221,13 @@ def test_a_real_cell_records_its_steps_rows_and_validation_curve(tmp_path):
     data = split_validation(arith_dataset(12, 4), 0.25)
     config = dataclasses.replace(steps_config("tiny", 250), task="arith", student_layers=2, batch_size=4,
                                  max_steps=4, eval_steps=2, prune_vocab=False)
-    cells = run_sweep(config, (1.0,), seeds=(0,), dataset=data, run_dir=tmp_path, name="s",
-                      variants=[Variant("standard", "standard"), Variant("dss", "dss")], log=lambda *a: None)
+    variants, finished = [Variant("standard", "standard"), Variant("dss", "dss")], []
+    cells = run_sweep(config, (1.0,), seeds=(0,), dataset=data, run_dir=tmp_path, name="s", variants=variants,
+                      on_cell=finished.append, log=lambda *a: None)
+    assert [c["variant"] for c in finished] == ["standard", "dss"]  # after each cell it trained
+    run_sweep(config, (1.0,), seeds=(0,), dataset=data, run_dir=tmp_path, name="s", variants=variants,
+              on_cell=finished.append, log=lambda *a: None)
+    assert len(finished) == 2  # a resumed sweep skips finished cells, and does not report them again
     by = {c["variant"]: c for c in cells}
     for cell in cells:
         assert cell["optimizer_steps"] == 4 and cell["max_steps"] == 4 and cell["epochs_cap"] is None

@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                             "student candidates on fold 0; sizes: e-SNLI data efficiency on a premise-disjoint split, "
                             "epoch-capped; steps: e-SNLI again at matched optimizer steps over 5 seeds")
     study.add_argument("--publish", default=None,
-                       help="also copy the run folder here without weights or problem texts (e.g. data/results/NAME)")
+                       help="also copy the run folder here without weights or problem texts (e.g. data/results/NAME); "
+                            "--design steps does it after every cell it finishes")
     study.add_argument("--fold", type=int, action="append", default=None,
                        help="with --design cv: run only these folds (repeatable; default: all)")
     study.add_argument("--seed", type=int, action="append", default=None, metavar="N",
@@ -293,9 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         if stages not in ((), ("report",)):
             raise SystemExit(f"--design steps has one stage, report (rebuild the section from the finished cells "
                              f"without training); got {', '.join(stages)}.")
+        def publish(cell: dict) -> None:  # after each cell the study trains: its report, published
+            if args.publish:
+                print(f"published {common.publish_study(run_dir, args.publish)} cells to {args.publish}")
+
         try:
             if not stages:
-                steps.steps_study(args.paper_data, run_dir, args.profile, seeds=seeds)
+                steps.steps_study(args.paper_data, run_dir, args.profile, seeds=seeds, after_cell=publish)
             steps.steps_report(args.paper_data, run_dir, seeds)
         except (OSError, ValueError) as exc:  # no finished cell, another split, steps not matched
             raise SystemExit(str(exc)) from None

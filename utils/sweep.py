@@ -105,7 +105,7 @@ def load_cells(sweep_dir: str | Path) -> list[dict]:
 def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill", "dss"), seeds=None, *,
               dataset=None, run_dir=None, variants: list[Variant] | None = None, name: str = "sweep",
               splits=("test",), trained: dict | None = None, keep_models: bool = False,
-              log=print) -> list[dict]:
+              on_cell=None, log=print) -> list[dict]:
     """Train and evaluate every (variant, fraction, seed) cell; returns all finished cells.
 
     ``dataset``: a ``DatasetDict`` with ``train`` and ``test`` (and, for early stopping and
@@ -119,6 +119,8 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
     ``trained`` maps ``(variant name, fraction, seed)`` to a student already trained that way
     (notebook 03's), which is evaluated instead of trained again.
     Finished cells are skipped, so a sweep stopped at any point is resumed by calling it again.
+    ``on_cell(cell)`` runs after each cell this call finishes (not after skipped ones), e.g. to
+    rebuild and publish a report while a long study goes on.
     """
     from utils.config import machine_info, pick_device, resolve_run_dir
     from utils.data import load_dataset_from_run, subsample
@@ -228,6 +230,8 @@ def run_sweep(config, fractions=DEFAULT_FRACTIONS, modes=("standard", "distill",
                     shutil.rmtree(model_dir, ignore_errors=True)
                 shown = ", ".join(f"{s}/{i} {100 * r['accuracy']:.1f}%" for s, d in results.items() for i, r in d.items())
                 log(f"{tag}: {shown} ({cell['seconds']:.0f} s)")
+                if on_cell is not None:
+                    on_cell(cell)
     return load_cells(sweep_dir)
 
 

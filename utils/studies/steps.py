@@ -83,10 +83,12 @@ def steps_config(profile: str = "tiny", size: int | None = None, **overrides):
 
 
 def steps_study(paper_root: str | Path, run_dir: str | Path, profile: str = "tiny", seeds=STEPS_SEEDS,
-                log=print) -> list[dict]:
+                after_cell=None, log=print) -> list[dict]:
     """Train the grid ``steps_plan`` lists, seed by seed, into ``<run_dir>/esnli_steps``; finished
-    cells are skipped, so calling it again resumes. Returns every finished cell; the report section
-    is rebuilt from them by ``steps_report`` (``--stage report``), which trains nothing."""
+    cells are skipped, so calling it again resumes. After each cell it trains, the report section is
+    rebuilt from every finished cell (``steps_report``), then ``after_cell(cell)`` runs (the CLI's
+    ``--publish`` copies the run there), so a study stopped at any point has reported every cell it
+    finished. Returns every finished cell."""
     from utils.config import save_config
     from utils.sweep import load_cells, run_sweep
 
@@ -98,11 +100,17 @@ def steps_study(paper_root: str | Path, run_dir: str | Path, profile: str = "tin
     pool = len(datasets["palm"]["train"])
     log(f"e-SNLI at matched steps: pool {pool}, validation {len(datasets['palm']['validation'])}, "
         f"test {len(datasets['palm']['test'])}; optimizer steps per size {STEPS_BUDGET}")
+
+    def report(cell: dict) -> None:
+        steps_report(paper_root, run_dir, seeds, datasets=datasets, log=log)
+        if after_cell is not None:
+            after_cell(cell)
+
     for seed in seeds:
         for size in sorted(STEPS_GRID):
             variants = [STEPS_VARIANTS[name] for name in STEPS_GRID[size]]
             run_sweep(steps_config(profile, size), [size / pool], seeds=(seed,), dataset=datasets, run_dir=run_dir,
-                      variants=variants, name=STEPS_SECTION, splits=("test",), log=log)
+                      variants=variants, name=STEPS_SECTION, splits=("test",), on_cell=report, log=log)
     return load_cells(run_dir / STEPS_SECTION)
 
 
