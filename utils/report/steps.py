@@ -221,7 +221,7 @@ def markdown_steps(name: str, section: dict) -> str:
     plateau = section["plateau"]
     learning = still_learning(plateau)
     lines += ["", f"Plateau ({plateau['rule']}): {plateau['plateaued']} of {plateau['total']} cells."
-                  + (f" Still learning at the last step: {learning}." if learning else ""),
+                  + (f" Still learning in the last quarter (its gain over the best before it): {learning}." if learning else ""),
               "", f"Compute: {compute_text(section['cells'])}."]
     q = section["questions"]
     if q["rows"]:
@@ -260,7 +260,7 @@ def describe_steps(section: dict | None, command: str = STEPS_COMMAND) -> str:
              f"{grid['expected']} cells; every number below uses the finished cells only. Regime: {REGIME}.",
              f"Plateau: {section['plateau']['plateaued']} of {section['plateau']['total']} cells reached it "
              f"({section['plateau']['rule']})"
-             + (f"; still learning at the last step: {learning}." if learning else ".")]
+             + (f"; still learning in the last quarter (its gain over the best before it): {learning}." if learning else ".")]
     for key in ("a", "b", "c"):
         rows = [r for r in q["rows"] if r["question"] == key]
         if not rows:
