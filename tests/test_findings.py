@@ -77,6 +77,11 @@ def test_esnli_prefers_the_matched_steps_study_when_its_report_has_answers(tmp_p
     assert "(c) `dss` on 500 - `standard` on 1,000 = -4.0 (95 % CI -7.0 to -1.0): significantly below, " \
            "not shown to be within the ±2-point margin (90% CI -6.5 to -1.5)." in line
     assert "`dss` on 250 - `standard` on 1,000" not in line  # (c) at the largest size only
+    section["plateau"] = {"cells": [{"variant": "dss-all4", "size": 250, "seed": s, "plateaued": s != 4} for s in range(5)]}
+    line = findings.esnli_finding(steps_dir=write_report(tmp_path / "q", "esnli_steps", section))
+    assert "(b) `dss-all4` on 250 - `dss` on 250 = +2.0 (95 % CI -1.0 to +5.0): not significantly different " \
+           "(dss-all4 @ 250 short of its plateau at 1 of 5 seeds)" in line
+    del section["plateau"]
     section["grid"]["finished"] = 12
     rows[0].update(seeds=[0, 1], k=2)  # a partial grid: the line says its rows rest on different seed counts
     line = findings.esnli_finding(steps_dir=write_report(tmp_path / "p", "esnli_steps", section))

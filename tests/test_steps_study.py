@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from test_esnli_study import _fake_datasets, _fake_teacher, write_esnli_cell
 
-from utils.report.steps import compute_text, plateau_summary, plateaued, steps_questions, still_learning
+from utils.report.steps import (
+    compute_text,
+    plateau_summary,
+    plateaued,
+    short_of_plateau,
+    steps_questions,
+    still_learning,
+)
 from utils.student import rows_seen
 from utils.studies.steps import STEPS_BUDGET, STEPS_SECTION, steps_config, steps_plan
 
@@ -113,6 +120,10 @@ def test_the_report_names_the_cells_still_learning_and_where_each_cell_ran():
     assert still_learning(plateau_summary(cells[2:], pool=8620)) == ""
     cells[1]["ids"] = {"validation": [f"v{i}" for i in range(204)]}  # a gain in items: 10 points of 204 is 20
     assert still_learning(plateau_summary(cells, pool=8620)) == "dss-all4 @ 250 (seed 0 +10.0, seed 1 +10.0 = 20 of 204 items)"
+    row = {"variant": "dss-all4", "size": 250, "baseline": "dss", "baseline_size": 250, "seeds": [0, 1]}
+    assert short_of_plateau(row, summary) == "dss-all4 @ 250 short of its plateau at 2 of 2 seeds"
+    assert short_of_plateau({**row, "variant": "standard", "seeds": [0]}, summary) == ""  # both cells reached it
+    assert short_of_plateau({**row, "seeds": [1]}, summary) == "dss-all4 @ 250 short of its plateau at 1 of 1 seed"
     assert compute_text(cells) == ("4 cells, 2.0 h of training and scoring, on AMD EPYC, 2 cores, bf16 on, GPU none "
                                    "(3 cells); Intel, bf16 off, GPU none (1 cell)")
 
@@ -144,6 +155,16 @@ def test_the_report_answers_the_three_questions_over_seeds_and_verifies(built):
     assert "esnli_steps: test accuracy (%) at matched steps" in markdown
     # the equivalence column never says "below" beside a Holm verdict that may not
     assert "not shown within ±2 |" in markdown and "| below |" not in markdown
+    assert "short of its plateau" not in markdown + text  # every cell reached it
+    from utils.report.steps import markdown_steps
+
+    missed = {**section, "plateau": {**section["plateau"], "cells": [
+        {**c, "plateaued": not (c["variant"] == "dss-all4" and c["seed"] < 2)} for c in section["plateau"]["cells"]]}}
+    assert ("(b) dss-all4 @ 250 - dss @ 250: dss-all4 @ 250 short of its plateau at 2 of 5 seeds"
+            in markdown_steps("esnli_steps", missed))
+    assert ("dss-all4 on 250 against dss on 250: " in describe_steps(missed)
+            and "(dss-all4 @ 250 short of its plateau at 2 of 5 seeds: compared at equal compute, not at its plateau)"
+            in describe_steps(missed))
     assert (run_dir / "figures" / "esnli_steps_sizes.png").stat().st_size > 0
     assert (run_dir / "figures" / "esnli_steps_validation.png").stat().st_size > 0
 

@@ -141,11 +141,16 @@ def _steps_rows(section: dict) -> list[dict]:
     return section["questions"]["rows"]
 
 
-def _steps_part(r: dict) -> str:
-    """One answer of the matched-steps study: the comparison, its interval and the report's verdicts."""
+def _steps_part(r: dict, plateau: dict | None = None) -> str:
+    """One answer of the matched-steps study: the comparison, its interval and the report's verdicts,
+    and the cells it compares short of their plateau (``utils.report.steps.short_of_plateau``)."""
+    from utils.report.steps import short_of_plateau
+
     words = ", ".join(w for w in (r["verdict"], _equivalence(r)) if w)
+    short = short_of_plateau(r, plateau) if plateau else ""
     return (f"`{r['variant']}` on {r['size']:,} - `{r['baseline']}` on {r['baseline_size']:,} = "
-            f"{points(_difference(r))} (95 % CI {interval_text(_interval(r))}): {words}")
+            f"{points(_difference(r))} (95 % CI {interval_text(_interval(r))}): {words}"
+            + (f" ({short})" if short else ""))
 
 
 def esnli_steps_finding(section: dict) -> str:
@@ -162,7 +167,7 @@ def esnli_steps_finding(section: dict) -> str:
     grid = section.get("grid") or {}
     partial = (f"partial grid, {grid['finished']} of {grid['expected']} cells; "
                if grid and grid["finished"] < grid["expected"] else "")
-    parts = [f"({key}) " + "; ".join(_steps_part(r) for r in group) for key, group in (("a", a), ("b", b), ("c", c))
+    parts = [f"({key}) " + "; ".join(_steps_part(r, section.get("plateau")) for r in group) for key, group in (("a", a), ("b", b), ("c", c))
              if group]
     return (f"**e-SNLI** (PaLM rationales, premise-disjoint split; matched optimizer steps, {partial}{seeds}, "
             f"a 135M student; hierarchical bootstrap over seeds, then test items): " + "; ".join(parts) + ".")

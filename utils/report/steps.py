@@ -79,6 +79,20 @@ def still_learning(plateau: dict) -> str:
     return "; ".join(f"{v} @ {n:,} ({', '.join(seeds)})" for (v, n), seeds in sorted(groups.items()))
 
 
+def short_of_plateau(row: dict, plateau: dict) -> str:
+    """For one question row, the cells it compares that missed the plateau rule at some of its seeds,
+    e.g. ``dss-all4 @ 250 short of its plateau at 3 of 3 seeds``; empty when every cell reached it.
+    Such a row compares at equal compute, not with each cell at its plateau."""
+    missed = {(c["variant"], c["size"], c["seed"]) for c in plateau["cells"] if not c["plateaued"]}
+    seeds = row.get("seeds") or []
+    parts = []
+    for variant, size in ((row["variant"], row["size"]), (row["baseline"], row["baseline_size"])):
+        k = sum((variant, size, seed) in missed for seed in seeds)
+        if k:
+            parts.append(f"{variant} @ {size:,} short of its plateau at {k} of {len(seeds)} seed{'s' * (len(seeds) != 1)}")
+    return "; ".join(parts)
+
+
 def compute_text(cells: list[dict]) -> str:
     """What the finished cells cost and where they ran: training hours (wall clock, evaluations
     included) and the cells per machine, from each ``cell.json`` (the run folder's header names only
@@ -236,6 +250,11 @@ def markdown_steps(name: str, section: dict) -> str:
                            _signed_ci(r["item_only"]["ci95"]),
                            f"±{_num(100 * r['mde_80'])}" if r["mde_80"] else "", r["verdict"],
                            _equivalence_cell(r)] for r in q["rows"]])]
+        short = [f"({r['question']}) {r['variant']} @ {r['size']:,} - {r['baseline']} @ {r['baseline_size']:,}: "
+                 f"{short_of_plateau(r, plateau)}" for r in q["rows"] if short_of_plateau(r, plateau)]
+        if short:
+            lines += ["", "Rows that compare a cell short of its plateau (equal compute, but not each cell at its "
+                          "plateau): " + "; ".join(short) + "."]
     return "\n".join(lines)
 
 
@@ -272,6 +291,9 @@ def describe_steps(section: dict | None, command: str = STEPS_COMMAND) -> str:
             text += f", {r['verdict']}"
             if "equivalence" in r and r["k"] > 1:
                 text += f"; {equivalence_words(r['equivalence'])}"
+            short = short_of_plateau(r, section["plateau"])
+            if short:
+                text += f" ({short}: compared at equal compute, not at its plateau)"
             parts.append(text)
         lines.append(f"({key}) {q['questions'][key]} " + "; ".join(parts) + ".")
     return "\n".join(lines)
