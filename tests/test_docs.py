@@ -144,6 +144,17 @@ def test_the_readme_states_the_published_runs_time():
     assert timings["parameters"]["SWEEP_FRACTIONS"] and timings["machine"]["cores"]
 
 
+def test_the_readme_states_the_recorded_test_suite_time():
+    """The `make test` time on the README and the performance page is the committed record's (`make test-record`)."""
+    record = json.loads((EXECUTED / "test_suite.json").read_text())
+    seconds = round(record["seconds"])
+    time = f"{seconds // 60} min {seconds % 60} s"
+    assert record["failed"] == record["error"] == 0 and record["passed"] > 0 and record["machine"]["cores"]
+    assert time in README.read_text(), time
+    performance = (README.parent / "docs" / "performance.md").read_text()
+    assert f"{time} ({record['passed']} passed, {record['skipped']} skipped)" in performance
+
+
 def test_the_levers_figures_on_the_performance_page_are_the_benchmark_s_printed_table():
     """Every number of the levers paragraph stands in the committed output of the run that printed it."""
     import re
