@@ -251,7 +251,7 @@ def markdown_steps(name: str, section: dict) -> str:
                            f"±{_num(100 * r['mde_80'])}" if r["mde_80"] else "", r["verdict"],
                            _equivalence_cell(r)] for r in q["rows"]])]
         short = [f"({r['question']}) {r['variant']} @ {r['size']:,} - {r['baseline']} @ {r['baseline_size']:,}: "
-                 f"{short_of_plateau(r, plateau)}" for r in q["rows"] if short_of_plateau(r, plateau)]
+                 f"{text}" for r in q["rows"] if (text := short_of_plateau(r, plateau))]
         if short:
             lines += ["", "Rows that compare a cell short of its plateau (equal compute, but not each cell at its "
                           "plateau): " + "; ".join(short) + "."]
