@@ -154,11 +154,11 @@ def _steps_part(r: dict, plateau: dict | None = None) -> str:
 
 
 def esnli_steps_finding(section: dict) -> str:
-    """e-SNLI at matched optimizer steps in one line: (a) ``dss`` against ``standard`` at equal size and
-    steps, (b) four rationales against one, (c) ``dss`` on its largest size against ``standard`` on the
-    baseline size, each as the report states it."""
+    """e-SNLI at matched optimizer steps in one line: (a) each rationale variant against ``standard`` at
+    equal size and steps (by size, ``dss`` first), (b) four rationales against one, (c) ``dss`` on its largest size
+    against ``standard`` on the baseline size, each as the report states it."""
     rows = _steps_rows(section)
-    a = [r for r in rows if r["question"] == "a" and r["variant"] == "dss"]
+    a = sorted((r for r in rows if r["question"] == "a"), key=lambda r: (r["size"], r["variant"] != "dss"))
     b = [r for r in rows if r["question"] == "b"]
     c = sorted((r for r in rows if r["question"] == "c" and r["variant"] == "dss"), key=lambda r: r["size"])[-1:]
     ks = sorted({r.get("k") or _seeds(r) for r in [*a, *b, *c]}) or [0]
