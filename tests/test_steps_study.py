@@ -230,6 +230,48 @@ def test_the_study_reports_after_every_cell_it_trains_then_hands_the_cell_on(tmp
     assert len(events) == 3 * len(plan)
 
 
+def test_a_pilot_trains_one_cell_to_its_own_cap_outside_the_grid(tmp_path, monkeypatch):
+    """The pilot (what a step budget is sized from) trains the one cell asked for, to its own cap, with
+    validation every STEPS_EVAL_EVERY steps, in a folder of its own, and reads the plateau at that cap."""
+    from utils import sweep
+    from utils.studies import steps
+
+    asked = []
+
+    def fake_run_sweep(config, fractions, seeds=None, *, variants=None, name=None, **kwargs):
+        asked.append((config.max_steps, config.eval_steps, [v.name for v in variants], seeds, name))
+        curve = [[s, 0.5 + (0.1 if s == 400 else 0.0)] for s in range(40, 641, 40)]  # peaks at 400 of 640
+        return [{"variant": variants[0].name, "seed": seeds[0], "max_steps": config.max_steps,
+                 "validation_curve": curve}]
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(steps, "esnli_datasets", lambda root: _fake_datasets())
+    cell = steps.steps_pilot(None, tmp_path, "dss-all4", 250, 640, seed=2, log=lambda *a: None)
+    assert asked == [(640, steps.STEPS_EVAL_EVERY, ["dss-all4"], (2,), "esnli_steps_pilot_640")]
+    assert cell["plateau"] == {"best_step": 400, "last_quarter_gain": pytest.approx(-0.1), "plateaued": True}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("ltr", 250, 640), "Unknown variant"), (("dss", 300, 640), "No training size 300"),
+    (("dss", 250, 650), "multiple of 40"), (("dss", 250, 120), "at least 160"), (("dss", 250, True), "multiple")])
+def test_a_pilot_refuses_what_the_design_does_not_hold(args, message, tmp_path):
+    from utils.studies.steps import steps_pilot
+
+    with pytest.raises(ValueError, match=message):
+        steps_pilot(tmp_path / "no-data", tmp_path, *args)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--design", "sizes", "--pilot", "dss@250"], "apply to --design steps only"),
+    (["--design", "steps", "--pilot", "dss-all4"], "VARIANT@SIZE"),
+    (["--design", "steps", "--pilot", "dss@250", "--pilot-steps", "100"], "at least 160")])
+def test_the_cli_pilot_gives_clear_errors(argv, message, tmp_path):
+    from utils.__main__ import main
+
+    with pytest.raises(SystemExit, match=message):
+        main(["study", "--paper-data", str(tmp_path), "--run-dir", str(tmp_path / "run"), *argv])
+
+
 @pytest.mark.slow
 def test_a_real_cell_records_its_steps_rows_and_validation_curve(tmp_path):
     """Two real cells on a two-layer cut of the bundled model, counted in steps: each takes exactly

@@ -193,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     study.add_argument("--seed", type=int, action="append", default=None, metavar="N",
                        help="with --design sizes or steps: train these seeds, each one's whole grid before the next "
                             "(repeatable, in the order given; default: sizes 0 1 2, steps 0 1 2 3 4)")
+    study.add_argument("--pilot", default=None, metavar="VARIANT@SIZE",
+                       help="with --design steps: train one cell (e.g. dss-all4@250, the first --seed or 0) to "
+                            "--pilot-steps into <run-dir>/esnli_steps_pilot_<steps>, and print its validation curve; "
+                            "sizes a step budget (default run dir: runs/esnli_steps_pilot)")
+    study.add_argument("--pilot-steps", type=int, default=640, metavar="N",
+                       help="with --pilot: the cell's optimizer steps (a multiple of 40, at least 160; default 640)")
     serve = sub.add_parser("serve", help="serve an exported student over HTTP (POST /predict, GET /docs)")
     serve.add_argument("export_dir", help="a folder written by utils.export.export_student")
     serve.add_argument("--host", default="127.0.0.1", help="127.0.0.1: this machine only; 0.0.0.0: the network")
@@ -202,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-batch", type=int, default=16, help="inputs per model call")
     serve.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.command == "study" and args.design != "steps" and (args.pilot or args.pilot_steps != 640):
+        raise SystemExit("--pilot and --pilot-steps apply to --design steps only.")
 
     from utils.config import make_run_dir, resolve_run_dir
     from utils.report import render_markdown, verify_predictions, write_report
@@ -289,6 +297,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.task not in (None, "esnli") or args.fold:
             raise SystemExit("--design steps is the e-SNLI study: --task and --fold do not apply (omit them).")
         seeds = tuple(args.seed) if args.seed else steps.STEPS_SEEDS
+        if args.pilot:
+            variant, _, size = args.pilot.partition("@")
+            if not size.isdigit():
+                raise SystemExit(f"--pilot takes VARIANT@SIZE (e.g. dss-all4@250), got {args.pilot!r}.")
+            try:
+                cell = steps.steps_pilot(args.paper_data, resolve_run_dir(args.run_dir or "runs/esnli_steps_pilot"),
+                                         variant, int(size), args.pilot_steps, seed=seeds[0], profile=args.profile)
+            except (OSError, ValueError) as exc:
+                raise SystemExit(str(exc)) from None
+            plateau = cell["plateau"]
+            print(f"{variant} on {size} items, seed {cell['seed']}, {args.pilot_steps} optimizer steps: validation "
+                  + ", ".join(f"{step} {100 * acc:.1f}" for step, acc in cell["validation_curve"]))
+            print(f"best at step {plateau['best_step']}; the last quarter adds {100 * plateau['last_quarter_gain']:+.1f} "
+                  f"points: {'plateaued' if plateau['plateaued'] else 'still learning'}; test accuracy "
+                  f"{100 * cell['results']['test']['label']['accuracy']:.1f} %")
+            return 0
         run_dir = resolve_run_dir(args.run_dir or "runs/esnli_steps")
         stages = tuple(dict.fromkeys(args.stage or ()))
         if stages not in ((), ("report",)):

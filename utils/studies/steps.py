@@ -114,6 +114,35 @@ def steps_study(paper_root: str | Path, run_dir: str | Path, profile: str = "tin
     return load_cells(run_dir / STEPS_SECTION)
 
 
+def steps_pilot(paper_root: str | Path, run_dir: str | Path, variant: str, size: int, steps: int, seed: int = 0,
+                profile: str = "tiny", log=print) -> dict:
+    """One cell of the design with its own step cap (validation every ``STEPS_EVAL_EVERY`` steps, the
+    learning rate decaying over ``steps``), into ``<run_dir>/esnli_steps_pilot_<steps>``: the measured
+    validation curve a size's step budget is chosen from (one seed, a generous cap). Its cells are
+    never part of the grid's report. Returns the cell with ``plateau`` (``utils.report.steps.plateaued``
+    at this cap); resumable like the grid (a finished cell is read back, not trained again)."""
+    from utils.report.steps import plateaued
+    from utils.sweep import run_sweep
+
+    if variant not in STEPS_VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; the design's: {', '.join(STEPS_VARIANTS)}.")
+    if size not in STEPS_BUDGET:
+        raise ValueError(f"No training size {size} in the design; sizes: {sorted(STEPS_BUDGET)}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 4 * STEPS_EVAL_EVERY or steps % STEPS_EVAL_EVERY:
+        raise ValueError(f"steps must be a multiple of {STEPS_EVAL_EVERY} of at least {4 * STEPS_EVAL_EVERY} "
+                         f"(a validation point in every quarter), got {steps!r}.")
+    check_seeds((seed,))
+    datasets = esnli_datasets(paper_root)
+    pool = len(datasets["palm"]["train"])
+    config = dataclasses.replace(steps_config(profile, size), max_steps=steps)
+    log(f"e-SNLI pilot: {variant} on {size} items, seed {seed}, {steps} optimizer steps (the design: "
+        f"{STEPS_BUDGET[size]}), validation every {STEPS_EVAL_EVERY}")
+    cells = run_sweep(config, [size / pool], seeds=(seed,), dataset=datasets, run_dir=Path(run_dir),
+                      variants=[STEPS_VARIANTS[variant]], name=f"esnli_steps_pilot_{steps}", splits=("test",), log=log)
+    cell = next(c for c in cells if c["variant"] == variant and c["seed"] == seed)
+    return {**cell, "plateau": plateaued(cell.get("validation_curve") or [], steps)}
+
+
 def steps_progress(cells: list[dict], pool: int, seeds=STEPS_SEEDS) -> dict:
     """How much of the grid finished: ``expected`` and ``finished`` cells, and per seed ``[finished, expected]``."""
     from utils.report.sizes import cell_size
