@@ -272,6 +272,35 @@ def test_the_cli_pilot_gives_clear_errors(argv, message, tmp_path):
         main(["study", "--paper-data", str(tmp_path), "--run-dir", str(tmp_path / "run"), *argv])
 
 
+def test_the_cli_pilot_prints_its_curve_and_publishes_its_cell(tmp_path, monkeypatch, capsys):
+    """``--pilot ... --publish DEST`` prints the cell's validation curve and plateau, then copies the
+    pilot's folder (its cell.json and predictions, no weights) to DEST, like the grid's --publish."""
+    from utils.__main__ import main
+    from utils.studies import steps
+
+    def fake_pilot(paper_root, run_dir, variant, size, n_steps, seed=0, profile="tiny"):
+        cell_dir = Path(run_dir) / f"esnli_steps_pilot_{n_steps}" / "cells" / variant / f"s{seed}"
+        (cell_dir / "model" / "checkpoints").mkdir(parents=True)
+        (cell_dir / "model" / "weights.json").write_text("{}")
+        curve = [[40, 0.5], [80, 0.62], [120, 0.6], [160, 0.61]]
+        cell = {"variant": variant, "seed": seed, "validation_curve": curve,
+                "results": {"test": {"label": {"accuracy": 0.7}}}}
+        (cell_dir / "cell.json").write_text(json.dumps(cell))
+        return {**cell, "plateau": {"best_step": 80, "last_quarter_gain": -0.01, "plateaued": True}}
+
+    monkeypatch.setattr(steps, "steps_pilot", fake_pilot)
+    dest = tmp_path / "published"
+    assert main(["study", "--design", "steps", "--paper-data", str(tmp_path), "--run-dir", str(tmp_path / "run"),
+                 "--pilot", "dss@250", "--pilot-steps", "160", "--seed", "3", "--publish", str(dest)]) == 0
+    out = capsys.readouterr().out
+    assert "dss on 250 items, seed 3, 160 optimizer steps: validation 40 50.0, 80 62.0, 120 60.0, 160 61.0" in out
+    assert "best at step 80; the last quarter adds -1.0 points: plateaued; test accuracy 70.0 %" in out
+    assert "published 1 cells to" in out
+    published = dest / "esnli_steps_pilot_160" / "cells" / "dss" / "s3"
+    assert json.loads((published / "cell.json").read_text())["seed"] == 3
+    assert not (published / "model").exists()
+
+
 @pytest.mark.slow
 def test_a_real_cell_records_its_steps_rows_and_validation_curve(tmp_path):
     """Two real cells on a two-layer cut of the bundled model, counted in steps: each takes exactly

@@ -302,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             if not size.isdigit():
                 raise SystemExit(f"--pilot takes VARIANT@SIZE (e.g. dss-all4@250), got {args.pilot!r}.")
             try:
-                cell = steps.steps_pilot(args.paper_data, resolve_run_dir(args.run_dir or "runs/esnli_steps_pilot"),
-                                         variant, int(size), args.pilot_steps, seed=seeds[0], profile=args.profile)
+                run_dir = resolve_run_dir(args.run_dir or "runs/esnli_steps_pilot")
+                cell = steps.steps_pilot(args.paper_data, run_dir, variant, int(size), args.pilot_steps,
+                                         seed=seeds[0], profile=args.profile)
             except (OSError, ValueError) as exc:
                 raise SystemExit(str(exc)) from None
             plateau = cell["plateau"]
@@ -312,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"best at step {plateau['best_step']}; the last quarter adds {100 * plateau['last_quarter_gain']:+.1f} "
                   f"points: {'plateaued' if plateau['plateaued'] else 'still learning'}; test accuracy "
                   f"{100 * cell['results']['test']['label']['accuracy']:.1f} %")
+            if args.publish:
+                print(f"published {common.publish_study(run_dir, args.publish)} cells to {args.publish}")
             return 0
         run_dir = resolve_run_dir(args.run_dir or "runs/esnli_steps")
         stages = tuple(dict.fromkeys(args.stage or ()))
