@@ -117,6 +117,46 @@ def test_shipping_reading_adds_nothing_when_dss_ships():
     assert findings.shipping_reading(recommendation, {"accuracy_vote": 0.2}) == "dss ships."
 
 
+def test_a_pilot_is_read_beside_the_grid_cell_it_repeats_at_a_larger_cap(tmp_path):
+    """The pilot paragraph reads the pilot's own curve and applies the plateau rule at the pilot's cap
+    (here the best comes at step 400 of 640: plateaued), and sets the grid's cell of the same variant,
+    size and seed beside it, read from the committed grid (dss-all4 @ 250, seed 0: still learning)."""
+    name = "f0.0290057-s0"
+    grid_cell = findings.ESNLI_STEPS_DIR / "esnli_steps" / "cells" / "dss-all4" / name / "cell.json"
+    pilot = json.loads(grid_cell.read_text())
+    pilot.update(max_steps=640, validation_curve=[[s, 0.6 + (0.1 if s == 400 else 0.0)] for s in range(40, 641, 40)])
+    pilot["results"]["test"]["label"]["accuracy"] = 0.75
+    folder = tmp_path / "esnli_steps_pilot_640" / "cells" / "dss-all4" / name
+    folder.mkdir(parents=True)
+    (folder / "cell.json").write_text(json.dumps(pilot))
+    text = findings.esnli_pilot_finding(tmp_path)
+    assert text.startswith("`dss-all4` on 250 items, seed 0: the pilot, 640 optimizer steps: validation accuracy 40 60.0")
+    assert "best at step 400, the last quarter adds -10.0 points (-20 of 204 items): plateaued; test accuracy 75.0 %" in text
+    grid = json.loads(grid_cell.read_text())
+    assert f"the grid cell, 320 optimizer steps: validation accuracy 40 {100 * grid['validation_curve'][0][1]:.1f}" in text
+    assert "still learning" in text.split("the grid cell")[1]
+    assert findings.esnli_pilot_finding(tmp_path / "none") == ""
+
+
+def test_the_committed_pilot_agrees_with_its_predictions_and_took_its_steps():
+    """The committed pilot the studies page reads: its test accuracy is its saved predictions' share
+    correct, on the grid's test items, and it took the steps it was given."""
+    cells = sorted(findings.ESNLI_PILOT_DIR.glob("esnli_steps_pilot_*/cells/*/*/cell.json"))
+    assert cells, "no committed pilot"
+    def predictions(folder):
+        return [json.loads(line) for line in (folder / "predictions_test_label.jsonl").read_text().splitlines()]
+
+    grid = next((findings.ESNLI_STEPS_DIR / "esnli_steps" / "cells" / "standard").iterdir())
+    test_ids = {r["id"] for r in predictions(grid)}
+    assert len(test_ids) == load_report(findings.ESNLI_STEPS_DIR)["esnli_steps"]["test_items"]
+    for path in cells:
+        cell = json.loads(path.read_text())
+        rows = predictions(path.parent)
+        assert cell["results"]["test"]["label"]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+        assert {r["id"] for r in rows} == test_ids
+        assert cell["optimizer_steps"] == cell["max_steps"] == int(path.parts[-5].rsplit("_", 1)[1])
+
+
 def test_render_blocks_rewrites_known_blocks_and_leaves_the_rest():
     page = "a\n<!-- findings:begin -->\nstale\n<!-- findings:end -->\nb\n<!-- other:begin -->\nmine\n<!-- other:end -->\n"
     rendered = findings.render_blocks(page)

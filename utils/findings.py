@@ -26,6 +26,7 @@ SVAMP_CV_DIR = RESULTS / "svamp_cv"  # SVAMP, 5-fold cross-validation, PaLM 540B
 ESNLI_DIR = RESULTS / "esnli"  # e-SNLI by training size, epoch-capped, 3 seeds
 ESNLI_STEPS_DIR = RESULTS / "esnli_steps"  # e-SNLI at matched optimizer steps (preferred when present)
 SVAMP_STUDY_DIR = RESULTS / "svamp_study"  # the first SVAMP study (6-layer student, fractions)
+ESNLI_PILOT_DIR = RESULTS / "esnli_steps_pilot"  # pilots of the matched-steps design at a larger step cap
 
 
 # --- accessors: the report fields every sentence reads ------------------------------------------------
@@ -173,6 +174,50 @@ def esnli_steps_finding(section: dict) -> str:
             f"a 135M student; hierarchical bootstrap over seeds, then test items): " + "; ".join(parts) + ".")
 
 
+def _curve_text(curve: list) -> str:
+    return ", ".join(f"{step} {100 * acc:.1f}" for step, acc in curve)
+
+
+def esnli_pilot_finding(pilot_dir: str | Path = ESNLI_PILOT_DIR, steps_dir: str | Path = ESNLI_STEPS_DIR) -> str:
+    """The pilots of the matched-steps design (``study --design steps --pilot``), one paragraph each:
+    the cell's validation curve at its own step cap, the plateau rule at that cap, its test accuracy,
+    and the grid's cell of the same variant, size and seed beside it (its curve, plateau and test
+    accuracy at the grid's cap). Empty when no pilot is committed."""
+    import json
+
+    from utils.report.steps import plateaued
+
+    grid = load_section(steps_dir, "esnli_steps") or {}
+    pool = grid.get("pool")
+    texts = []
+    for path in sorted(Path(pilot_dir).glob("esnli_steps_pilot_*/cells/*/*/cell.json")):
+        pilot = json.loads(path.read_text(encoding="utf-8"))
+        size = f"{round(pilot['fraction'] * pool):,} items" if pool else f"{pilot['n_train']:,} training items"
+        parts = []
+        for name, cell in (("pilot", pilot), ("grid", _grid_cell(steps_dir, path))):
+            if not cell:
+                continue
+            curve, steps = cell.get("validation_curve") or [], cell.get("max_steps") or 0
+            rule = plateaued(curve, steps)
+            n = len((cell.get("ids") or {}).get("validation") or [])
+            items = f" ({round(rule['last_quarter_gain'] * n)} of {n} items)" if n else ""
+            parts.append(f"{'the pilot' if name == 'pilot' else 'the grid cell'}, {steps} optimizer steps: validation "
+                         f"accuracy {_curve_text(curve)}; best at step {rule['best_step']}, the last quarter adds "
+                         f"{points(rule['last_quarter_gain'])} points{items}: "
+                         f"{'plateaued' if rule['plateaued'] else 'still learning'}; test accuracy "
+                         f"{100 * cell['results']['test']['label']['accuracy']:.1f} %")
+        texts.append(f"`{pilot['variant']}` on {size}, seed {pilot['seed']}: " + "; ".join(parts) + ".")
+    return "\n\n".join(texts)
+
+
+def _grid_cell(steps_dir: str | Path, pilot_cell: Path) -> dict | None:
+    """The grid's cell with the pilot's variant, size and seed (the same folder name), if committed."""
+    import json
+
+    path = Path(steps_dir) / "esnli_steps" / "cells" / pilot_cell.parent.parent.name / pilot_cell.parent.name / "cell.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
 def esnli_sizes_finding(section: dict) -> str:
     """The epoch-capped e-SNLI study in one line, labelled as such: ``dss`` on its largest size against
     ``standard`` on the baseline size, and ``dss`` against ``standard`` at equal size where they differ most."""
@@ -298,6 +343,10 @@ def _esnli_steps_block() -> str:
            f"{describe_steps(section)}"
 
 
+def _esnli_pilot_block() -> str:
+    return esnli_pilot_finding() or "No pilot is committed."
+
+
 def _svamp_study_block() -> str:
     return markdown_sweep("svamp_study", load_section(SVAMP_STUDY_DIR, "svamp_study"))
 
@@ -312,6 +361,7 @@ def _demo_block() -> str:
 
 BLOCKS: dict[str, Callable[[], str]] = {
     "findings": findings_markdown, "svamp_cv": _svamp_cv_block, "esnli": _esnli_block, "esnli_steps": _esnli_steps_block,
+    "esnli_pilot": _esnli_pilot_block,
     "svamp_study": _svamp_study_block, "svamp_candidates": _svamp_candidates_block, "demo_grid": _demo_block,
 }
 _BLOCK = re.compile(r"<!-- (\w+):begin -->\n?(.*?)\n?<!-- \1:end -->", re.S)
