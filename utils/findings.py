@@ -12,6 +12,7 @@ the reports' fields change, those are the lines to change. Nothing here computes
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -182,9 +183,8 @@ def esnli_pilot_finding(pilot_dir: str | Path = ESNLI_PILOT_DIR, steps_dir: str 
     """The pilots of the matched-steps design (``study --design steps --pilot``), one paragraph each:
     the cell's validation curve at its own step cap, the plateau rule at that cap, its test accuracy,
     and the grid's cell of the same variant, size and seed beside it (its curve, plateau and test
-    accuracy at the grid's cap). Empty when no pilot is committed."""
-    import json
-
+    accuracy at the grid's cap). Empty when no pilot is committed. Reads the cells themselves (a pilot
+    has no report section) and applies the report's plateau rule to each at its own cap."""
     from utils.report.steps import plateaued
 
     grid = load_section(steps_dir, "esnli_steps") or {}
@@ -212,8 +212,6 @@ def esnli_pilot_finding(pilot_dir: str | Path = ESNLI_PILOT_DIR, steps_dir: str 
 
 def _grid_cell(steps_dir: str | Path, pilot_cell: Path) -> dict | None:
     """The grid's cell with the pilot's variant, size and seed (the same folder name), if committed."""
-    import json
-
     path = Path(steps_dir) / "esnli_steps" / "cells" / pilot_cell.parent.parent.name / pilot_cell.parent.name / "cell.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
