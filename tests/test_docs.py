@@ -144,6 +144,25 @@ def test_the_readme_states_the_published_runs_time():
     assert timings["parameters"]["SWEEP_FRACTIONS"] and timings["machine"]["cores"]
 
 
+def test_the_earlier_demo_row_and_the_run_to_run_gap_are_the_records():
+    """The performance page's Dec 6 demo row and README's "7 min 42 s" are that run's committed record
+    (docs/benchmarks/demo_timings_2026-12-06.json, the executed copy's timings of that day); the
+    stated gap between the two runs is computed from the two records."""
+    earlier = json.loads((README.parent / "docs" / "benchmarks" / "demo_timings_2026-12-06.json").read_text())
+    latest = json.loads((EXECUTED / "timings.json").read_text())
+
+    def minutes(record):
+        total = round(record["seconds"]["total"])
+        return f"{total // 60} min {total % 60} s"
+
+    per_notebook = " / ".join(str(round(v)) for k, v in earlier["seconds"].items() if k != "total")
+    performance = (README.parent / "docs" / "performance.md").read_text()
+    assert f"| {minutes(earlier)} | {per_notebook} |" in performance
+    assert minutes(earlier) in " ".join(README.read_text().split())
+    gap = round(100 * (1 - latest["seconds"]["total"] / earlier["seconds"]["total"]))
+    assert f"a day apart, {gap} % apart" in " ".join(performance.split())
+
+
 def test_the_readme_states_the_recorded_test_suite_time():
     """The `make test` time on the README and the performance page is the committed record's (`make test-record`)."""
     record = json.loads((EXECUTED / "test_suite.json").read_text())
