@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render_markdown(run_dir))
         print(describe_sizes(load_report(run_dir).get(sizes.ESNLI_SECTION)))
     elif args.command == "study" and args.design == "steps":
+        from utils.findings import curve_text
         from utils.studies import common, steps
 
         if args.task not in (None, "esnli") or args.fold:
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(str(exc)) from None
             plateau = cell["plateau"]
             print(f"{variant} on {size} items, seed {cell['seed']}, {args.pilot_steps} optimizer steps: validation "
-                  + ", ".join(f"{step} {100 * acc:.1f}" for step, acc in cell["validation_curve"]))
+                  f"{curve_text(cell['validation_curve'])}")
             print(f"best at step {plateau['best_step']}; the last quarter adds {100 * plateau['last_quarter_gain']:+.1f} "
                   f"points: {'plateaued' if plateau['plateaued'] else 'still learning'}; test accuracy "
                   f"{100 * cell['results']['test']['label']['accuracy']:.1f} %")

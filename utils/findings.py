@@ -175,7 +175,8 @@ def esnli_steps_finding(section: dict) -> str:
             f"a 135M student; hierarchical bootstrap over seeds, then test items): " + "; ".join(parts) + ".")
 
 
-def _curve_text(curve: list) -> str:
+def curve_text(curve: list) -> str:
+    """A validation curve as the pilot prints it: ``40 31.4, 80 50.5, ...`` (step, accuracy in %)."""
     return ", ".join(f"{step} {100 * acc:.1f}" for step, acc in curve)
 
 
@@ -202,7 +203,7 @@ def esnli_pilot_finding(pilot_dir: str | Path = ESNLI_PILOT_DIR, steps_dir: str 
             n = len((cell.get("ids") or {}).get("validation") or [])
             items = f" ({round(rule['last_quarter_gain'] * n)} of {n} items)" if n else ""
             parts.append(f"{'the pilot' if name == 'pilot' else 'the grid cell'}, {steps} optimizer steps: validation "
-                         f"accuracy {_curve_text(curve)}; best at step {rule['best_step']}, the last quarter adds "
+                         f"accuracy {curve_text(curve)}; best at step {rule['best_step']}, the last quarter adds "
                          f"{points(rule['last_quarter_gain'])} points{items}: "
                          f"{'plateaued' if rule['plateaued'] else 'still learning'}; test accuracy "
                          f"{100 * cell['results']['test']['label']['accuracy']:.1f} %")
